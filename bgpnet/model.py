@@ -1,0 +1,114 @@
+"""Value types shared by every layer: prefixes, next hops, peers, routes, events.
+
+Everything here is frozen and hashable, built once at a boundary (config loader,
+ExaBGP decoder, netlink reader) and passed inward. Prefixes and addresses are the
+standard library's ``ipaddress`` objects, so family checks and containment tests are
+the library's, not ours.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Union
+
+Prefix = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+
+def parse_prefix(text: str) -> Prefix:
+    """Parse ``10.244.1.0/24``; raise ValueError when host bits are set."""
+    return ipaddress.ip_network(text, strict=True)
+
+
+def parse_address(text: str) -> Address:
+    return ipaddress.ip_address(text)
+
+
+@dataclass(frozen=True, order=True)
+class PeerId:
+    """A BGP neighbor as ExaBGP names it: the peer's address."""
+
+    address: Address
+
+    def __str__(self) -> str:
+        return str(self.address)
+
+
+@dataclass(frozen=True)
+class KernelRoute:
+    """A route as the route writer sets it and the route reader reports it.
+
+    ``nexthops`` is sorted, so two routes with the same gateways compare equal;
+    more than one next hop means an ECMP (RTA_MULTIPATH) route.
+    """
+
+    prefix: Prefix
+    nexthops: tuple[Address, ...]
+    table: int = 254  # RT_TABLE_MAIN, include/uapi/linux/rtnetlink.h
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "nexthops", tuple(sorted(set(self.nexthops))))
+
+
+# Events produced by the ExaBGP decoder (bgp/decoder.py) and consumed by the RIB.
+
+
+@dataclass(frozen=True)
+class Announce:
+    """Routes that one UPDATE from ``peer`` announced, all with one next hop."""
+
+    peer: PeerId
+    nexthop: Address
+    prefixes: tuple[Prefix, ...]
+    originator_id: Address | None = None
+    as_path: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Withdraw:
+    peer: PeerId
+    prefixes: tuple[Prefix, ...]
+
+
+@dataclass(frozen=True)
+class EndOfRib:
+    peer: PeerId
+    afi: str  # "ipv4" or "ipv6"
+    safi: str  # "unicast"
+
+
+@dataclass(frozen=True)
+class PeerState:
+    """A session state change; ``state`` is ExaBGP's word: connected, up or down."""
+
+    peer: PeerId
+    state: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Notification:
+    peer: PeerId
+    code: int
+    subcode: int
+    data: str = ""
+
+
+@dataclass(frozen=True)
+class Ack:
+    """ExaBGP's ``done`` or ``error`` reply to one command we wrote."""
+
+    ok: bool
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """A line the decoder could not use; ``excerpt`` is at most 120 characters."""
+
+    reason: str
+    excerpt: str = field(default="")
+
+
+Event = Union[Announce, Withdraw, EndOfRib, PeerState, Notification, Ack, Malformed]
