@@ -1,0 +1,89 @@
+"""Command line: ``bgpnet agent`` and ``bgpnet lab``. The only module that exits.
+
+Exit statuses: 0 success, 1 runtime failure, 2 invalid config or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from bgpnet.errors import BgpnetError, ConfigError
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        return int(args.handler(args) or 0)
+    except ConfigError as exc:
+        print(f"bgpnet: invalid config: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BgpnetError as exc:
+        print(f"bgpnet: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bgpnet", description="Pod-network agent with BGP routing.")
+    parser.add_argument("--log-level", default=os.environ.get("BGPNET_LOG_LEVEL", "INFO"),
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="minimum level of log lines (default INFO)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    agent = commands.add_parser("agent", help="run the node agent in the foreground")
+    agent.add_argument("--config", type=Path, default=Path("/etc/bgpnet/agent.yaml"),
+                       help="agent config file (default /etc/bgpnet/agent.yaml)")
+    agent.add_argument("--state-dir", type=Path, default=None,
+                       help="directory for runtime state; overrides state_dir in the config")
+    agent.add_argument("--check", action="store_true",
+                       help="validate the config, print it and exit without touching the host")
+    agent.set_defaults(handler=_run_agent)
+
+    from bgpnet.lab import cli as lab_cli
+
+    lab_cli.register(commands)
+    return parser
+
+
+def _run_agent(args: argparse.Namespace) -> int:
+    from bgpnet import config
+
+    cfg = config.load_file(args.config)
+    if args.state_dir is not None:
+        if not args.state_dir.is_absolute():
+            raise ConfigError("--state-dir", str(args.state_dir), "is not an absolute path",
+                              "pass a path such as /run/bgpnet")
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, state_dir=args.state_dir)
+    if args.check:
+        print(f"config {args.config} is valid: node={cfg.node.name} pod_cidr={cfg.pod_cidr} "
+              f"peers={len(cfg.peers)}")
+        return 0
+
+    from bgpnet.agent import run
+
+    return run(cfg)
+
+
+def _setup_logging(level: str) -> None:
+    # Under systemd, journald stamps each line itself.
+    if os.environ.get("INVOCATION_ID") or os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(levelname)s %(name)s %(message)s"
+    else:
+        fmt = "%(asctime)s %(levelname)s %(name)s %(message)s"
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
