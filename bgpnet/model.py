@@ -51,6 +51,19 @@ class KernelRoute:
         object.__setattr__(self, "nexthops", tuple(sorted(set(self.nexthops))))
 
 
+@dataclass(frozen=True)
+class Lease:
+    """A pod address reserved on disk for one container interface.
+
+    ``address`` carries the pool's prefix length, so it can be put on the pod's
+    interface as it is.
+    """
+
+    address: ipaddress.IPv4Interface | ipaddress.IPv6Interface
+    container_id: str
+    ifname: str
+
+
 # Events produced by the ExaBGP decoder (bgp/decoder.py) and consumed by the RIB.
 
 
