@@ -27,6 +27,8 @@ DEFAULT_ROUTE_PROTOCOL = 201
 # Linux IFNAMSIZ is 16 including the terminating NUL (include/uapi/linux/if.h).
 _IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 # A Kubernetes node name: a DNS-1123 subdomain label.
+# Strings written into ExaBGP's config, whose tokenizer has no escape for '"' or '\\'.
+_CONFIG_STRING = re.compile(r'^[^"\\\x00-\x1f\x7f]+$')
 _NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -217,13 +219,15 @@ def _peers(data: Any, node: NodeConfig) -> tuple[PeerConfig, ...]:
                               "use 0 (no keepalives) or 3 seconds or more")
         password = doc.get("md5_password")
         if password is not None and (not isinstance(password, str)
-                                     or not 1 <= len(password) <= 80):
+                                     or not 1 <= len(password) <= 80
+                                     or not _CONFIG_STRING.match(password)):
             # TCP_MD5SIG_MAXKEYLEN is 80 (include/uapi/linux/tcp.h).
-            raise ConfigError(f"{where}.md5_password", "<hidden>", "is not a 1-80 character string",
-                              "quote the password in YAML")
+            raise ConfigError(f"{where}.md5_password", "<hidden>", "is not a 1-80 character string of printable characters",
+                              "quote the password in YAML; it cannot contain '\"' or '\\'")
         name = doc.get("name", "")
-        if not isinstance(name, str):
-            raise ConfigError(f"{where}.name", name, "is not a string", "quote the name")
+        if not isinstance(name, str) or (name and not _CONFIG_STRING.match(name)):
+            raise ConfigError(f"{where}.name", name, "is not a plain string",
+                              "use printable characters without '\"' or '\\'")
         passive = doc.get("passive", False)
         if not isinstance(passive, bool):
             raise ConfigError(f"{where}.passive", passive, "is not true or false",
