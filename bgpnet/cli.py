@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="validate the config, print it and exit without touching the host")
     agent.set_defaults(handler=_run_agent)
 
+    status = commands.add_parser("status", help="print the running agent's sessions and routes")
+    status.add_argument("--url", default="http://127.0.0.1:9180",
+                        help="the agent's HTTP API (default http://127.0.0.1:9180)")
+    status.add_argument("--json", action="store_true", help="print the raw JSON status")
+    status.set_defaults(handler=_show_status)
+
     from bgpnet.lab import cli as lab_cli
 
     lab_cli.register(commands)
@@ -74,6 +80,28 @@ def _run_agent(args: argparse.Namespace) -> int:
     from bgpnet.agent import run
 
     return run(cfg)
+
+
+def _show_status(args: argparse.Namespace) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = args.url.rstrip("/") + "/status"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            data = json.load(response)
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"bgpnet: cannot read {url}: {exc}; is the agent running in this network "
+              "namespace with http.listen set?", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    from bgpnet.api.render import render_status
+
+    print(render_status(data), end="")
+    return 0
 
 
 def _setup_logging(level: str) -> None:
