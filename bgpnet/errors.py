@@ -52,3 +52,7 @@ def _strerror(errno: int) -> str:
     import os
 
     return os.strerror(errno)
+
+
+class LabError(BgpnetError):
+    """A lab step failed: building, checking or tearing down namespaces and processes."""
