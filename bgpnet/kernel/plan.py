@@ -1,0 +1,82 @@
+"""Compute the kernel route changes that turn the actual routes into the desired ones.
+
+Pure: no I/O, no logging. Both inputs are keyed by destination prefix and contain only
+routes of our own protocol, so the plan never names a foreign route. The route writer
+(``bgpnet.kernel.routes``) applies the plan.
+
+A prefix whose desired and actual routes are equal (same prefix, next hops and table)
+is left alone. ``KernelRoute`` sorts its next hops, so the order in which BGP or the
+kernel listed them does not matter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from bgpnet.model import KernelRoute, Prefix
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Routes to add, to replace (same prefix and table, new next hops) and to delete.
+
+    ``delete`` contains the kernel's current routes, so a delete request can name the
+    table the route is in. Each tuple is sorted by prefix, IPv4 first.
+    """
+
+    add: tuple[KernelRoute, ...] = ()
+    replace: tuple[KernelRoute, ...] = ()
+    delete: tuple[KernelRoute, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.add) + len(self.replace) + len(self.delete)
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+
+def plan_routes(
+    desired: Mapping[Prefix, KernelRoute],
+    actual: Mapping[Prefix, KernelRoute],
+    *,
+    prefixes: Iterable[Prefix] | None = None,
+    delete_extra: bool = True,
+) -> Plan:
+    """Diff ``desired`` against ``actual`` and return the changes.
+
+    ``prefixes`` limits the diff to those prefixes, for an incremental pass over the
+    prefixes that changed since the last one. None compares every prefix of both maps.
+    With ``delete_extra=False`` an actual route that nothing desires is kept, which
+    the agent uses during the start-up grace period, before BGP has resent its routes.
+    """
+    if prefixes is None:
+        keys: Iterable[Prefix] = desired.keys() | actual.keys()
+    else:
+        keys = set(prefixes)
+
+    add: list[KernelRoute] = []
+    replace: list[KernelRoute] = []
+    delete: list[KernelRoute] = []
+    for prefix in keys:
+        want = desired.get(prefix)
+        have = actual.get(prefix)
+        if want is not None and have is None:
+            add.append(want)
+        elif want is not None and have is not None:
+            if want.table != have.table:
+                # A replace request only changes the table it names, so moving a
+                # route to another table is an add there and a delete here.
+                add.append(want)
+                delete.append(have)
+            elif want != have:
+                replace.append(want)
+        elif have is not None and delete_extra:
+            delete.append(have)
+
+    return Plan(add=_sorted(add), replace=_sorted(replace), delete=_sorted(delete))
+
+
+def _sorted(routes: list[KernelRoute]) -> tuple[KernelRoute, ...]:
+    # ipaddress networks of different versions do not compare, so sort by version first.
+    return tuple(sorted(routes, key=lambda route: (route.prefix.version, route.prefix)))

@@ -1,0 +1,532 @@
+"""Write and read the kernel routes of our protocol over rtnetlink.
+
+This module is the only code that changes kernel routes. It works in the network
+namespace of the thread that opens the socket, touches only routes that carry our
+route protocol number, and returns plain values (``KernelRoute``, ``ApplyResult``).
+
+Theory of operation
+-------------------
+``RouteWriter.apply`` encodes each route of a ``Plan`` as one RTM_NEWROUTE or
+RTM_DELROUTE message with ``struct`` and packs messages into one ``send()`` until the
+batch reaches ``batch_bytes``. Every message asks for an ack (NLM_F_ACK). The kernel
+handles the messages of one ``send()`` in turn, before ``send()`` returns, and acks
+each one, so a bad route fails alone and the acks are matched to routes by sequence
+number. The socket sets NETLINK_CAP_ACK, so an error ack echoes only the request's
+header, and NETLINK_EXT_ACK, so it carries the kernel's text, which is logged.
+
+If the receive queue overflows, the kernel drops acks and reports ENOBUFS. The
+messages whose ack never came are sent again in batches half as large.
+
+Request flags, chosen because the kernel matches an existing route by prefix, TOS,
+table and metric only, whatever its protocol:
+
+- add: NLM_F_CREATE | NLM_F_EXCL. With NLM_F_REPLACE the kernel would overwrite a
+  foreign route (static, BIRD, FRR) on the same prefix and metric. With NLM_F_EXCL
+  it rejects the add with EEXIST and the foreign route stays.
+- replace: NLM_F_CREATE | NLM_F_REPLACE. The plan replaces only prefixes where our
+  own route is installed.
+- delete: rtm_protocol is set to ours, so the kernel deletes only a route of our
+  protocol. IPv4 (fib_table_delete) and IPv6 (ip6_route_del) skip the others.
+
+Rejected alternative: pyroute2 builds each message from Python objects and spends
+about 0.5-0.9 ms of CPU per route. On a 2-core VM, 10,000 routes took 5-10 s with its
+batching APIs, against 0.4-0.55 s packed with ``struct`` (see bench/route_writer.py).
+The dump uses the same hand decoder for the same reason.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import os
+import socket
+import struct
+import tempfile
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from bgpnet.errors import NetlinkError
+from bgpnet.kernel.plan import Plan
+from bgpnet.model import Address, KernelRoute, Prefix
+
+log = logging.getLogger(__name__)
+
+# Constants from include/uapi/linux/netlink.h and include/uapi/linux/rtnetlink.h.
+NETLINK_ROUTE = 0
+SOL_NETLINK = 270
+NETLINK_CAP_ACK = 10
+NETLINK_EXT_ACK = 11
+NETLINK_GET_STRICT_CHK = 12
+SO_RCVBUFFORCE = 33  # include/uapi/asm-generic/socket.h
+
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+RTM_NEWROUTE = 24
+RTM_DELROUTE = 25
+RTM_GETROUTE = 26
+
+NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
+NLM_F_DUMP_INTR = 0x10
+NLM_F_REPLACE = 0x100
+NLM_F_EXCL = 0x200
+NLM_F_CREATE = 0x400
+NLM_F_DUMP = 0x300
+NLM_F_CAPPED = 0x100  # in an ack: only the request header is echoed
+NLM_F_ACK_TLVS = 0x200  # in an ack: extended ack attributes follow
+NLMSGERR_ATTR_MSG = 1
+
+RTA_DST = 1
+RTA_GATEWAY = 5
+RTA_MULTIPATH = 9
+RTA_TABLE = 15
+RTA_VIA = 18
+
+RTN_UNICAST = 1
+RT_SCOPE_UNIVERSE = 0
+RT_SCOPE_NOWHERE = 255  # in a delete request: match a route of any scope
+RT_TABLE_COMPAT = 252  # rtm_table for tables above 255, whose id goes in RTA_TABLE
+RTM_F_CLONED = 0x200
+
+_NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
+_RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, protocol, scope, type, flags
+_RTATTR = struct.Struct("=HH")  # length, type
+_RTNEXTHOP = struct.Struct("=HBBi")  # length, flags, hops (weight - 1), ifindex
+_U32 = struct.Struct("=I")
+_I32 = struct.Struct("=i")
+_U16 = struct.Struct("=H")
+
+_FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
+_VERSION = {socket.AF_INET: 4, socket.AF_INET6: 6}
+
+ADD = "add"
+REPLACE = "replace"
+DELETE = "delete"
+
+DEFAULT_BATCH_BYTES = 64 * 1024
+# Each ack is its own socket buffer of several hundred bytes of kernel accounting, so a
+# 64 KiB batch of ~600 requests needs far more than the 208 KiB default receive buffer.
+RECEIVE_BUFFER_BYTES = 8 * 1024 * 1024
+_MIN_BATCH_BYTES = 4 * 1024
+_MAX_ATTEMPTS = 4
+_DUMP_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """Counts of requests the kernel accepted, and the routes it rejected.
+
+    ``failed`` contains (route, action, errno) with action "add", "replace" or "delete".
+    """
+
+    added: int = 0
+    replaced: int = 0
+    deleted: int = 0
+    failed: tuple[tuple[KernelRoute, str, int], ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+@dataclass(frozen=True)
+class _Ack:
+    errno: int
+    message: str
+
+
+class RouteWriter:
+    """Apply route plans to one routing table of the current network namespace.
+
+    Not thread-safe: one writer serves one thread at a time (the agent calls it from
+    ``asyncio.to_thread`` with one apply in flight).
+    """
+
+    def __init__(self, protocol: int, table: int = 254, *,
+                 batch_bytes: int = DEFAULT_BATCH_BYTES, timeout: float = 30.0) -> None:
+        if not 1 <= protocol <= 255:
+            raise ValueError(f"route protocol {protocol} is out of range; use 1-255")
+        if not 1 <= table <= 0xFFFFFFFF:
+            raise ValueError(f"route table {table} is out of range; use 1-4294967295")
+        self.protocol = protocol
+        self.table = table
+        self._batch_bytes = max(batch_bytes, _MIN_BATCH_BYTES)
+        self._sock = _open_socket(timeout)
+        self._buffer = bytearray(1024 * 1024)
+        self._seq = 0
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> RouteWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def apply(self, plan: Plan) -> ApplyResult:
+        """Send every route of ``plan`` to the kernel and return what it accepted.
+
+        Deletes go first, then replaces, then adds. A route the kernel rejects is
+        logged and returned in ``failed``; it never stops the others. Raises
+        NetlinkError only when the socket itself fails.
+        """
+        requests: deque[tuple[str, KernelRoute, int]] = deque()
+        failed: list[tuple[KernelRoute, str, int]] = []
+        for action, routes in ((DELETE, plan.delete), (REPLACE, plan.replace), (ADD, plan.add)):
+            for route in routes:
+                if route.table != self.table:
+                    log.warning("route rejected: table differs from the writer's action=%s "
+                                "prefix=%s table=%d writer_table=%d",
+                                action, route.prefix, route.table, self.table)
+                    failed.append((route, action, errno.EINVAL))
+                else:
+                    requests.append((action, route, 1))
+
+        counts = {ADD: 0, REPLACE: 0, DELETE: 0}
+        batch_bytes = self._batch_bytes
+        while requests:
+            batch = self._take_batch(requests, batch_bytes)
+            acks = self._exchange([message for message, _, _, _ in batch])
+            lost: list[tuple[str, KernelRoute, int]] = []
+            for message, action, route, attempt in batch:
+                seq = _NLMSGHDR.unpack_from(message)[3]
+                ack = acks.get(seq)
+                if ack is None:
+                    if attempt >= _MAX_ATTEMPTS:
+                        failed.append((route, action, errno.ENOBUFS))
+                    else:
+                        lost.append((action, route, attempt + 1))
+                elif ack.errno == 0 or (action == DELETE and ack.errno in (errno.ENOENT, errno.ESRCH)):
+                    # A delete that finds no route of our protocol has nothing left to
+                    # do: another writer or an operator removed it, or its link went
+                    # down. The kernel says ESRCH (IPv4, IPv6) or ENOENT (missing table).
+                    counts[action] += 1
+                else:
+                    log.warning("route rejected by the kernel action=%s prefix=%s nexthop=%s "
+                                "table=%d errno=%d error=%r", action, route.prefix,
+                                ",".join(map(str, route.nexthops)) or "-", route.table,
+                                ack.errno, ack.message or os.strerror(ack.errno))
+                    failed.append((route, action, ack.errno))
+            if lost:
+                # NOTE: an add whose ack was lost may have been applied, and then its
+                # retry fails with EEXIST; the next full resync sees the route as ours.
+                batch_bytes = max(batch_bytes // 2, _MIN_BATCH_BYTES)
+                log.warning("netlink acks lost, resending requests=%d batch_bytes=%d",
+                            len(lost), batch_bytes)
+                requests.extendleft(reversed(lost))
+
+        return ApplyResult(added=counts[ADD], replaced=counts[REPLACE],
+                           deleted=counts[DELETE], failed=tuple(failed))
+
+    def _take_batch(self, requests: deque[tuple[str, KernelRoute, int]],
+                    batch_bytes: int) -> list[tuple[bytes, str, KernelRoute, int]]:
+        batch: list[tuple[bytes, str, KernelRoute, int]] = []
+        size = 0
+        while requests:
+            action, route, attempt = requests[0]
+            message = _encode_route(action, route, self.protocol, self._next_seq())
+            if batch and size + len(message) > batch_bytes:
+                break
+            requests.popleft()
+            batch.append((message, action, route, attempt))
+            size += len(message)
+        return batch
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq % 0xFFFFFFFF) + 1
+        return self._seq
+
+    def _exchange(self, messages: list[bytes]) -> dict[int, _Ack]:
+        """Send ``messages`` in one datagram and return the acks received, by sequence."""
+        expected = {_NLMSGHDR.unpack_from(message)[3] for message in messages}
+        try:
+            self._sock.send(b"".join(messages))
+        except OSError as exc:
+            raise NetlinkError("send", f"batch of {len(messages)} route requests",
+                               exc.errno or errno.EIO) from exc
+
+        acks: dict[int, _Ack] = {}
+        flags = 0
+        while expected:
+            try:
+                length = self._sock.recv_into(self._buffer, len(self._buffer), flags)
+            except BlockingIOError:
+                break  # after an overrun: every ack the kernel kept has been read
+            except TimeoutError as exc:
+                raise NetlinkError("receive", "route request acks", errno.ETIMEDOUT) from exc
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    # The kernel answers a batch before send() returns, so once the
+                    # queue is empty no further ack can come for this batch.
+                    flags = socket.MSG_DONTWAIT
+                    continue
+                raise NetlinkError("receive", "route request acks",
+                                   exc.errno or errno.EIO) from exc
+            for msg_type, msg_flags, seq, start, end in _messages(self._buffer, length):
+                if msg_type == NLMSG_ERROR and seq in expected:
+                    expected.discard(seq)
+                    acks[seq] = _decode_ack(self._buffer, msg_flags, start, end)
+        return acks
+
+
+def dump_routes(protocol: int, table: int = 254) -> dict[Prefix, KernelRoute]:
+    """Read the routes of ``protocol`` in ``table``, IPv4 and IPv6, keyed by prefix.
+
+    Works in the network namespace of the calling thread. Raises NetlinkError when the
+    dump fails.
+    """
+    sock = _open_socket(timeout=30.0)
+    buffer = bytearray(1024 * 1024)
+    routes: dict[Prefix, KernelRoute] = {}
+    try:
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for attempt in range(1, _DUMP_ATTEMPTS + 1):
+                family_routes, interrupted = _dump_family(sock, buffer, family, protocol, table,
+                                                          seq=attempt)
+                if not interrupted:
+                    break
+                log.info("route dump interrupted by a concurrent change, retrying "
+                         "family=%s attempt=%d", family.name, attempt)
+            routes.update(family_routes)
+    finally:
+        sock.close()
+    return routes
+
+
+def ensure_protocol_name(protocol: int, name: str = "bgpnet",
+                         directory: Path = Path("/etc/iproute2/rt_protos.d")) -> bool:
+    """Write ``<directory>/<name>.conf`` naming ``protocol``, unless it is already right.
+
+    iproute2 then prints ``proto bgpnet`` in place of the number. The file is written
+    to a temporary file and renamed, so readers never see half of it. Returns whether
+    the file was written. Raises OSError when the directory cannot be written.
+    """
+    path = directory / f"{name}.conf"
+    content = f"{protocol} {name}\n"
+    try:
+        if path.read_text(encoding="ascii") == content:
+            return False
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as stream:
+            stream.write(content)
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    log.info("route protocol name written path=%s protocol=%d name=%s", path, protocol, name)
+    return True
+
+
+# Socket and message encoding.
+
+
+def _open_socket(timeout: float) -> socket.socket:
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                             NETLINK_ROUTE)
+    except OSError as exc:
+        raise NetlinkError("open", "rtnetlink socket", exc.errno or errno.EIO) from exc
+    try:
+        sock.bind((0, 0))
+        for option in (NETLINK_CAP_ACK, NETLINK_EXT_ACK, NETLINK_GET_STRICT_CHK):
+            try:
+                sock.setsockopt(SOL_NETLINK, option, 1)
+            except OSError:
+                # Older kernels lack these options. Acks are then larger, errors
+                # carry no text and dumps are filtered here only.
+                log.debug("netlink socket option not supported option=%d", option)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER_BYTES)
+        except PermissionError:
+            # Without CAP_NET_ADMIN the kernel caps the size at net.core.rmem_max.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+        sock.settimeout(timeout)
+    except OSError as exc:
+        sock.close()
+        raise NetlinkError("set up", "rtnetlink socket", exc.errno or errno.EIO) from exc
+    return sock
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    length = _RTATTR.size + len(payload)
+    return _RTATTR.pack(length, kind) + payload + b"\0" * (-length % 4)
+
+
+def _gateway_attr(prefix: Prefix, gateway: Address) -> bytes:
+    if gateway.version == prefix.version:
+        return _attr(RTA_GATEWAY, gateway.packed)
+    # A next hop of the other family, such as an IPv6 gateway for an IPv4 prefix
+    # (RFC 8950), goes in RTA_VIA as struct rtvia: a family and the address.
+    return _attr(RTA_VIA, _U16.pack(_FAMILY[gateway.version]) + gateway.packed)
+
+
+def _encode_route(action: str, route: KernelRoute, protocol: int, seq: int) -> bytes:
+    prefix = route.prefix
+    table = route.table
+    attrs = [_attr(RTA_DST, prefix.network_address.packed), _attr(RTA_TABLE, _U32.pack(table))]
+    if action == DELETE:
+        # No next hops: delete our route on this prefix whatever its gateways are.
+        msg_type, flags = RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK
+        scope, route_type = RT_SCOPE_NOWHERE, 0
+    else:
+        msg_type = RTM_NEWROUTE
+        exclusive = NLM_F_EXCL if action == ADD else NLM_F_REPLACE
+        flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | exclusive
+        scope, route_type = RT_SCOPE_UNIVERSE, RTN_UNICAST
+        if len(route.nexthops) == 1:
+            attrs.append(_gateway_attr(prefix, route.nexthops[0]))
+        elif route.nexthops:
+            hops = []
+            for gateway in route.nexthops:
+                gateway_attr = _gateway_attr(prefix, gateway)
+                hops.append(_RTNEXTHOP.pack(_RTNEXTHOP.size + len(gateway_attr), 0, 0, 0))
+                hops.append(gateway_attr)
+            attrs.append(_attr(RTA_MULTIPATH, b"".join(hops)))
+        # NOTE: a route without next hops is sent as a unicast route without a
+        # gateway, which the kernel rejects unless a device is given.
+
+    body = _RTMSG.pack(_FAMILY[prefix.version], prefix.prefixlen, 0, 0,
+                       table if table < 256 else RT_TABLE_COMPAT, protocol, scope, route_type, 0)
+    payload = body + b"".join(attrs)
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(payload), msg_type, flags, seq, 0) + payload
+
+
+# Message decoding.
+
+
+def _messages(buffer: bytearray, length: int):
+    """Yield (type, flags, sequence, payload start, payload end) for each message."""
+    offset = 0
+    while offset + _NLMSGHDR.size <= length:
+        msg_len, msg_type, msg_flags, seq, _ = _NLMSGHDR.unpack_from(buffer, offset)
+        if msg_len < _NLMSGHDR.size or offset + msg_len > length:
+            log.warning("netlink message truncated length=%d offset=%d received=%d",
+                        msg_len, offset, length)
+            return
+        yield msg_type, msg_flags, seq, offset + _NLMSGHDR.size, offset + msg_len
+        offset += (msg_len + 3) & ~3
+
+
+def _attrs(buffer: bytearray | bytes, start: int, end: int):
+    """Yield (type, payload start, payload end) for each attribute in the range."""
+    offset = start
+    while offset + _RTATTR.size <= end:
+        attr_len, attr_type = _RTATTR.unpack_from(buffer, offset)
+        if attr_len < _RTATTR.size or offset + attr_len > end:
+            return
+        yield attr_type & 0x3FFF, offset + _RTATTR.size, offset + attr_len  # drop NLA_F_ flags
+        offset += (attr_len + 3) & ~3
+
+
+def _decode_ack(buffer: bytearray, msg_flags: int, start: int, end: int) -> _Ack:
+    (error,) = _I32.unpack_from(buffer, start)
+    message = ""
+    if msg_flags & NLM_F_ACK_TLVS:
+        echoed = _NLMSGHDR.size
+        if not msg_flags & NLM_F_CAPPED:
+            echoed = _NLMSGHDR.unpack_from(buffer, start + 4)[0]
+        tlv_start = start + 4 + ((echoed + 3) & ~3)
+        for attr_type, attr_start, attr_end in _attrs(buffer, tlv_start, end):
+            if attr_type == NLMSGERR_ATTR_MSG:
+                raw = bytes(buffer[attr_start:attr_end])
+                message = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+    return _Ack(errno=-error, message=message)
+
+
+def _dump_family(sock: socket.socket, buffer: bytearray, family: int, protocol: int,
+                 table: int, seq: int) -> tuple[dict[Prefix, KernelRoute], bool]:
+    """Dump one family's routes; return them and whether the dump was interrupted."""
+    # With NETLINK_GET_STRICT_CHK the kernel filters by protocol and table itself;
+    # the checks below still run, for kernels that ignore the filter.
+    body = _RTMSG.pack(family, 0, 0, 0, table if table < 256 else 0, protocol, 0, 0, 0)
+    payload = body + _attr(RTA_TABLE, _U32.pack(table))
+    request = _NLMSGHDR.pack(_NLMSGHDR.size + len(payload), RTM_GETROUTE,
+                             NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + payload
+    what = f"{family.name} routes of protocol {protocol} in table {table}"
+    try:
+        sock.send(request)
+    except OSError as exc:
+        raise NetlinkError("dump", what, exc.errno or errno.EIO) from exc
+
+    routes: dict[Prefix, KernelRoute] = {}
+    interrupted = False
+    while True:
+        try:
+            length = sock.recv_into(buffer, len(buffer))
+        except TimeoutError as exc:
+            raise NetlinkError("dump", what, errno.ETIMEDOUT) from exc
+        except OSError as exc:
+            raise NetlinkError("dump", what, exc.errno or errno.EIO) from exc
+        for msg_type, msg_flags, msg_seq, start, end in _messages(buffer, length):
+            if msg_seq != seq:
+                continue
+            if msg_flags & NLM_F_DUMP_INTR:
+                interrupted = True
+            if msg_type == NLMSG_DONE:
+                return routes, interrupted
+            if msg_type == NLMSG_ERROR:
+                ack = _decode_ack(buffer, msg_flags, start, end)
+                if ack.errno == errno.ENOENT:
+                    # The IPv4 dump rejects a table that does not exist yet: no routes.
+                    return routes, interrupted
+                raise NetlinkError("dump", what, ack.errno, ack.message)
+            if msg_type == RTM_NEWROUTE:
+                route = _decode_route(buffer, start, end, protocol, table)
+                if route is not None:
+                    routes[route.prefix] = route
+
+
+def _decode_route(buffer: bytearray, start: int, end: int, protocol: int,
+                  table: int) -> KernelRoute | None:
+    (family, dst_len, _, _, rtm_table, rtm_protocol, _, _, rtm_flags) = _RTMSG.unpack_from(buffer, start)
+    if rtm_protocol != protocol or rtm_flags & RTM_F_CLONED or family not in _VERSION:
+        return None
+    version = _VERSION[family]
+    route_table = rtm_table
+    destination = bytes(4 if version == 4 else 16)
+    nexthops: list[Address] = []
+    for attr_type, attr_start, attr_end in _attrs(buffer, start + _RTMSG.size, end):
+        if attr_type == RTA_DST:
+            destination = bytes(buffer[attr_start:attr_end])
+        elif attr_type == RTA_TABLE:
+            (route_table,) = _U32.unpack_from(buffer, attr_start)
+        elif attr_type in (RTA_GATEWAY, RTA_VIA):
+            nexthops.append(_decode_gateway(buffer, attr_type, attr_start, attr_end))
+        elif attr_type == RTA_MULTIPATH:
+            nexthops.extend(_decode_multipath(buffer, attr_start, attr_end))
+    if route_table != table:
+        return None
+    network_class = ipaddress.IPv4Network if version == 4 else ipaddress.IPv6Network
+    prefix = network_class((destination, dst_len))
+    return KernelRoute(prefix=prefix, nexthops=tuple(nexthops), table=route_table)
+
+
+def _decode_gateway(buffer: bytearray, attr_type: int, start: int, end: int) -> Address:
+    if attr_type == RTA_VIA:
+        start += _U16.size  # skip rtvia_family; the address length tells the family
+    raw = bytes(buffer[start:end])
+    return ipaddress.IPv4Address(raw) if len(raw) == 4 else ipaddress.IPv6Address(raw)
+
+
+def _decode_multipath(buffer: bytearray, start: int, end: int) -> list[Address]:
+    nexthops: list[Address] = []
+    offset = start
+    while offset + _RTNEXTHOP.size <= end:
+        hop_len = _RTNEXTHOP.unpack_from(buffer, offset)[0]
+        if hop_len < _RTNEXTHOP.size or offset + hop_len > end:
+            break
+        for attr_type, attr_start, attr_end in _attrs(buffer, offset + _RTNEXTHOP.size,
+                                                      offset + hop_len):
+            if attr_type in (RTA_GATEWAY, RTA_VIA):
+                nexthops.append(_decode_gateway(buffer, attr_type, attr_start, attr_end))
+        offset += (hop_len + 3) & ~3
+    return nexthops
