@@ -327,10 +327,28 @@ def configure_pod_link(netns_path: str, ifname: str, address: Interface,
                      prefixlen=address.network.prefixlen, flags=flags)
         with _netlink("bring up link", where):
             ipr.link("set", index=index, state="up")
-        default = "0.0.0.0/0" if address.version == 4 else "::/0"
-        with _netlink("add default route", f"via {gateway} in {netns_path}"):
-            ipr.route("add", dst=default, gateway=str(gateway), oif=index)
+        _add_default_route(ipr, netns_path, index, gateway)
         return link.get("IFLA_ADDRESS")
+
+
+def _add_default_route(ipr: IPRoute, netns_path: str, index: int, gateway: Address) -> None:
+    """Add a default route via ``gateway``, unless one via ``gateway`` already exists.
+
+    A second interface of the same pod on the same bridge finds the route of the
+    first one; it keeps that route. A default route via another gateway is an error.
+    """
+    default = "0.0.0.0/0" if gateway.version == 4 else "::/0"
+    family = socket.AF_INET if gateway.version == 4 else socket.AF_INET6
+    try:
+        ipr.route("add", dst=default, gateway=str(gateway), oif=index)
+    except PyrouteNetlinkError as exc:
+        if exc.code == errno.EEXIST:
+            with _netlink("read default routes in", netns_path):
+                routes = ipr.route("dump", family=family, dst_len=0)
+            if any(route.get("RTA_GATEWAY") == str(gateway) for route in routes):
+                return
+        raise NetlinkError("add default route", f"via {gateway} in {netns_path}",
+                           exc.code) from exc
 
 
 def delete_link(ifname: str, kind: str | None = None) -> bool:

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -25,25 +23,8 @@ pytestmark = [
 BRIDGE = "v-net-0"
 
 
-@pytest.fixture
-def make_netns() -> Iterator[Callable[[str], str]]:
-    """Return a factory of uniquely named namespaces (loopback up), all removed afterwards."""
-    created: list[str] = []
-
-    def make(role: str) -> str:
-        name = f"bgpt-{secrets.token_hex(3)}-{role}"
-        subprocess.run(["ip", "netns", "add", name], check=True)
-        created.append(name)
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        return name
-
-    yield make
-    for name in reversed(created):
-        subprocess.run(["ip", "netns", "del", name], check=False)
-
-
-def run_in(netns: str, code: str) -> dict:
-    """Run Python ``code`` in ``netns``; it sets ``result``, printed back as JSON.
+def run_in(namespace: str, code: str) -> dict:
+    """Run Python ``code`` in ``namespace``; it sets ``result``, printed back as JSON.
 
     An exception becomes {"error": class name, "message": text}.
     """
@@ -57,43 +38,43 @@ def run_in(netns: str, code: str) -> dict:
         except Exception as exc:
             print(json.dumps({{"error": type(exc).__name__, "message": str(exc)}}))
         """).format(body=textwrap.indent(textwrap.dedent(code), "    "))
-    done = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", program],
+    done = subprocess.run(["ip", "netns", "exec", namespace, sys.executable, "-c", program],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def ensure_bridge(netns: str, gateway: str, mtu: int = 1400) -> dict:
-    return run_in(netns, f"""
+def ensure_bridge(namespace: str, gateway: str, mtu: int = 1400) -> dict:
+    return run_in(namespace, f"""
         result = links.ensure_bridge({BRIDGE!r}, ipaddress.ip_interface({gateway!r}), {mtu})
     """)
 
 
-def ip_json(netns: str, *args: str) -> list[dict]:
-    done = subprocess.run(["ip", "-n", netns, "-j", *args], capture_output=True, text=True,
+def ip_json(namespace: str, *args: str) -> list[dict]:
+    done = subprocess.run(["ip", "-n", namespace, "-j", *args], capture_output=True, text=True,
                           check=True)
     return json.loads(done.stdout or "[]")
 
 
-def link_info(netns: str, name: str) -> dict | None:
-    done = subprocess.run(["ip", "-n", netns, "-j", "-d", "link", "show", name],
+def link_info(namespace: str, name: str) -> dict | None:
+    done = subprocess.run(["ip", "-n", namespace, "-j", "-d", "link", "show", name],
                           capture_output=True, text=True)
     if done.returncode != 0:
         return None
     return json.loads(done.stdout)[0]
 
 
-def addresses(netns: str, name: str, family: str = "inet") -> list[str]:
+def addresses(namespace: str, name: str, family: str = "inet") -> list[str]:
     result = []
-    for link in ip_json(netns, "addr", "show", "dev", name):
+    for link in ip_json(namespace, "addr", "show", "dev", name):
         for info in link["addr_info"]:
             if info["family"] == family and info["scope"] == "global":
                 result.append(f"{info['local']}/{info['prefixlen']}")
     return result
 
 
-def test_bridge_created(make_netns) -> None:
-    node = make_netns("node")
+def test_bridge_created(netns) -> None:
+    node = netns("bgpt-node")
     outcome = ensure_bridge(node, "10.244.1.1/24", mtu=1400)
     assert "error" not in outcome, outcome
     link = link_info(node, BRIDGE)
@@ -103,15 +84,15 @@ def test_bridge_created(make_netns) -> None:
     assert addresses(node, BRIDGE) == ["10.244.1.1/24"]
 
 
-def test_bridge_changes_listed(make_netns) -> None:
-    node = make_netns("node")
+def test_bridge_changes_listed(netns) -> None:
+    node = netns("bgpt-node")
     changes = ensure_bridge(node, "10.244.1.1/24")["result"]
     assert any("created bridge" in change for change in changes)
     assert any("10.244.1.1/24" in change for change in changes)
 
 
-def test_bridge_second_call_noop(make_netns) -> None:
-    node = make_netns("node")
+def test_bridge_second_call_noop(netns) -> None:
+    node = netns("bgpt-node")
     ensure_bridge(node, "10.244.1.1/24")
     before = ip_json(node, "addr", "show")
     second = ensure_bridge(node, "10.244.1.1/24")
@@ -120,8 +101,8 @@ def test_bridge_second_call_noop(make_netns) -> None:
     assert after == before
 
 
-def test_bridge_completes_existing(make_netns) -> None:
-    node = make_netns("node")
+def test_bridge_completes_existing(netns) -> None:
+    node = netns("bgpt-node")
     subprocess.run(["ip", "-n", node, "link", "add", BRIDGE, "type", "bridge"], check=True)
     changes = ensure_bridge(node, "10.244.1.1/24", mtu=1400)["result"]
     link = link_info(node, BRIDGE)
@@ -131,8 +112,8 @@ def test_bridge_completes_existing(make_netns) -> None:
     assert addresses(node, BRIDGE) == ["10.244.1.1/24"]
 
 
-def test_bridge_other_address(make_netns) -> None:
-    node = make_netns("node")
+def test_bridge_other_address(netns) -> None:
+    node = netns("bgpt-node")
     subprocess.run(["ip", "-n", node, "link", "add", BRIDGE, "type", "bridge"], check=True)
     subprocess.run(["ip", "-n", node, "addr", "add", "10.244.9.1/24", "dev", BRIDGE], check=True)
     outcome = ensure_bridge(node, "10.244.1.1/24")
@@ -142,8 +123,8 @@ def test_bridge_other_address(make_netns) -> None:
     assert addresses(node, BRIDGE) == ["10.244.9.1/24"]
 
 
-def test_bridge_other_prefix_length(make_netns) -> None:
-    node = make_netns("node")
+def test_bridge_other_prefix_length(netns) -> None:
+    node = netns("bgpt-node")
     subprocess.run(["ip", "-n", node, "link", "add", BRIDGE, "type", "bridge"], check=True)
     subprocess.run(["ip", "-n", node, "addr", "add", "10.244.1.1/16", "dev", BRIDGE], check=True)
     outcome = ensure_bridge(node, "10.244.1.1/24")
@@ -151,8 +132,8 @@ def test_bridge_other_prefix_length(make_netns) -> None:
     assert addresses(node, BRIDGE) == ["10.244.1.1/16"]
 
 
-def test_bridge_name_taken(make_netns) -> None:
-    node = make_netns("node")
+def test_bridge_name_taken(netns) -> None:
+    node = netns("bgpt-node")
     subprocess.run(["ip", "-n", node, "link", "add", BRIDGE, "type", "veth", "peer", "name",
                     "other0"], check=True)
     outcome = ensure_bridge(node, "10.244.1.1/24")
@@ -163,18 +144,18 @@ def test_bridge_name_taken(make_netns) -> None:
     assert addresses(node, BRIDGE) == []
 
 
-def test_bridge_rollback(make_netns) -> None:
+def test_bridge_rollback(netns) -> None:
     # The kernel turns IPv6 off on a link whose MTU is below 1280, so the accept_ra
     # sysctl of the new bridge is missing and the call fails after creating it.
-    node = make_netns("node")
+    node = netns("bgpt-node")
     outcome = ensure_bridge(node, "fd00:10:244:1::1/64", mtu=1000)
     assert outcome["error"] == "NodeSetupError"
     assert "IPv6 is off" in outcome["message"]
     assert link_info(node, BRIDGE) is None
 
 
-def test_bridge_ipv6(make_netns) -> None:
-    node = make_netns("node")
+def test_bridge_ipv6(netns) -> None:
+    node = netns("bgpt-node")
     outcome = ensure_bridge(node, "fd00:10:244:1::1/64")
     accept_ra = subprocess.run(
         ["ip", "netns", "exec", node, "cat", f"/proc/sys/net/ipv6/conf/{BRIDGE}/accept_ra"],
@@ -184,9 +165,9 @@ def test_bridge_ipv6(make_netns) -> None:
     assert accept_ra == "0"
 
 
-def test_bridge_mac_fixed(make_netns) -> None:
+def test_bridge_mac_fixed(netns) -> None:
     # A port with a MAC lower than the bridge's would take over an unset bridge MAC.
-    node = make_netns("node")
+    node = netns("bgpt-node")
     ensure_bridge(node, "10.244.1.1/24")
     before = link_info(node, BRIDGE)["address"]
     subprocess.run(["ip", "-n", node, "link", "add", "port0", "address", "00:00:00:00:00:01",
@@ -203,8 +184,8 @@ FORWARDING = [
 
 @pytest.mark.parametrize("version,path", [case[1:] for case in FORWARDING],
                          ids=[case[0] for case in FORWARDING])
-def test_enable_forwarding(make_netns, version: int, path: str) -> None:
-    node = make_netns("node")
+def test_enable_forwarding(netns, version: int, path: str) -> None:
+    node = netns("bgpt-node")
     first = run_in(node, f"result = links.enable_forwarding({version})")
     second = run_in(node, f"result = links.enable_forwarding({version})")
     value = subprocess.run(["ip", "netns", "exec", node, "cat", path],
@@ -214,14 +195,14 @@ def test_enable_forwarding(make_netns, version: int, path: str) -> None:
     assert value == "1"
 
 
-def test_forwarding_bad_version(make_netns) -> None:
-    node = make_netns("node")
+def test_forwarding_bad_version(netns) -> None:
+    node = netns("bgpt-node")
     outcome = run_in(node, "result = links.enable_forwarding(5)")
     assert outcome["error"] == "ValueError"
 
 
-def test_local_addresses(make_netns) -> None:
-    node = make_netns("node")
+def test_local_addresses(netns) -> None:
+    node = netns("bgpt-node")
     subprocess.run(["ip", "-n", node, "addr", "add", "192.0.2.7/32", "dev", "lo"], check=True)
     subprocess.run(["ip", "-n", node, "addr", "add", "2001:db8::7/128", "dev", "lo"], check=True)
     outcome = run_in(node, "result = sorted(map(str, links.local_addresses()))")
