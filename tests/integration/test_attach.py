@@ -245,3 +245,24 @@ def test_second_ifname_same_pod(lab: Lab) -> None:
     assert second["host_ifname"] != first["host_ifname"]
     assert second["address"] != first["address"]
     assert ping(lab.pods[0], GATEWAY) == 0
+
+
+def test_ipv6_pods_ping(netns, tmp_path: Path) -> None:
+    node = netns("bgpt-node")
+    pods = (netns("bgpt-pod"), netns("bgpt-pod"))
+    state = NodeState(node="node01", pod_cidr=ipaddress.ip_network("fd00:10:244:1::/64"),
+                      gateway=ipaddress.ip_address("fd00:10:244:1::1"), bridge=BRIDGE, mtu=MTU)
+    nodestate.write(tmp_path, state)
+    program = ("import ipaddress; from bgpnet.kernel import links; "
+               f"links.ensure_bridge({BRIDGE!r}, ipaddress.ip_interface('fd00:10:244:1::1/64'), "
+               f"{MTU})")
+    subprocess.run(["ip", "netns", "exec", node, sys.executable, "-c", program], check=True)
+    lab = Lab(node=node, pods=pods, state_dir=tmp_path)
+
+    first = add(lab, "c1", pods[0])
+    second = add(lab, "c2", pods[1])
+    routes = ip_json(pods[0], "-6", "route", "show", "default")
+    assert first["address"] == "fd00:10:244:1::2/64"
+    assert [route["gateway"] for route in routes] == ["fd00:10:244:1::1"]
+    assert ping(pods[0], second["address"].split("/")[0]) == 0
+    assert ping(pods[1], "fd00:10:244:1::1") == 0
