@@ -40,6 +40,7 @@ import errno
 import ipaddress
 import logging
 import os
+import select
 import socket
 import struct
 import tempfile
@@ -109,8 +110,9 @@ DEFAULT_BATCH_BYTES = 64 * 1024
 # Each ack is its own socket buffer of several hundred bytes of kernel accounting, so a
 # 64 KiB batch of ~600 requests needs far more than the 208 KiB default receive buffer.
 RECEIVE_BUFFER_BYTES = 8 * 1024 * 1024
-_MIN_BATCH_BYTES = 4 * 1024
-_MAX_ATTEMPTS = 4
+# After an overrun the batch halves down to a single message; a request whose ack is
+# lost this many times fails with ENOBUFS.
+_MAX_ATTEMPTS = 8
 _DUMP_ATTEMPTS = 3
 
 
@@ -140,20 +142,27 @@ class _Ack:
 class RouteWriter:
     """Apply route plans to one routing table of the current network namespace.
 
-    Not thread-safe: one writer serves one thread at a time (the agent calls it from
+    ``batch_bytes`` bounds the requests packed into one ``send()``. ``receive_buffer``
+    is the socket's receive buffer in bytes, which must hold the acks of one batch.
+    ``timeout`` is the longest wait in seconds for an ack. Not thread-safe: one writer serves one thread at a time (the agent calls it from
     ``asyncio.to_thread`` with one apply in flight).
     """
 
     def __init__(self, protocol: int, table: int = 254, *,
-                 batch_bytes: int = DEFAULT_BATCH_BYTES, timeout: float = 30.0) -> None:
+                 batch_bytes: int = DEFAULT_BATCH_BYTES,
+                 receive_buffer: int = RECEIVE_BUFFER_BYTES, timeout: float = 30.0) -> None:
         if not 1 <= protocol <= 255:
             raise ValueError(f"route protocol {protocol} is out of range; use 1-255")
         if not 1 <= table <= 0xFFFFFFFF:
             raise ValueError(f"route table {table} is out of range; use 1-4294967295")
         self.protocol = protocol
         self.table = table
-        self._batch_bytes = max(batch_bytes, _MIN_BATCH_BYTES)
-        self._sock = _open_socket(timeout)
+        self._batch_bytes = batch_bytes
+        self._timeout = timeout
+        # Blocking, without a Python timeout: Python polls a socket with a timeout
+        # before each recv, even with MSG_DONTWAIT, and would wait the whole timeout
+        # for an ack the kernel dropped. _exchange polls only when the queue is empty.
+        self._sock = _open_socket(None, receive_buffer)
         self._buffer = bytearray(1024 * 1024)
         self._seq = 0
 
@@ -213,7 +222,7 @@ class RouteWriter:
             if lost:
                 # NOTE: an add whose ack was lost may have been applied, and then its
                 # retry fails with EEXIST; the next full resync sees the route as ours.
-                batch_bytes = max(batch_bytes // 2, _MIN_BATCH_BYTES)
+                batch_bytes //= 2
                 log.warning("netlink acks lost, resending requests=%d batch_bytes=%d",
                             len(lost), batch_bytes)
                 requests.extendleft(reversed(lost))
@@ -249,19 +258,21 @@ class RouteWriter:
                                exc.errno or errno.EIO) from exc
 
         acks: dict[int, _Ack] = {}
-        flags = 0
+        overrun = False
         while expected:
             try:
-                length = self._sock.recv_into(self._buffer, len(self._buffer), flags)
+                length = self._sock.recv_into(self._buffer, len(self._buffer),
+                                              socket.MSG_DONTWAIT)
             except BlockingIOError:
-                break  # after an overrun: every ack the kernel kept has been read
-            except TimeoutError as exc:
-                raise NetlinkError("receive", "route request acks", errno.ETIMEDOUT) from exc
+                if overrun:
+                    # The kernel handles a batch before send() returns, so after an
+                    # overrun an empty queue means the missing acks were dropped.
+                    break
+                self._wait_readable()
+                continue
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:
-                    # The kernel answers a batch before send() returns, so once the
-                    # queue is empty no further ack can come for this batch.
-                    flags = socket.MSG_DONTWAIT
+                    overrun = True
                     continue
                 raise NetlinkError("receive", "route request acks",
                                    exc.errno or errno.EIO) from exc
@@ -271,6 +282,13 @@ class RouteWriter:
                     acks[seq] = _decode_ack(self._buffer, msg_flags, start, end)
         return acks
 
+    def _wait_readable(self) -> None:
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN)
+        if not poller.poll(self._timeout * 1000):
+            raise NetlinkError("receive", "route request acks", errno.ETIMEDOUT,
+                               f"no ack within {self._timeout} s")
+
 
 def dump_routes(protocol: int, table: int = 254) -> dict[Prefix, KernelRoute]:
     """Read the routes of ``protocol`` in ``table``, IPv4 and IPv6, keyed by prefix.
@@ -278,7 +296,7 @@ def dump_routes(protocol: int, table: int = 254) -> dict[Prefix, KernelRoute]:
     Works in the network namespace of the calling thread. Raises NetlinkError when the
     dump fails.
     """
-    sock = _open_socket(timeout=30.0)
+    sock = _open_socket(timeout=30.0, receive_buffer=RECEIVE_BUFFER_BYTES)
     buffer = bytearray(1024 * 1024)
     routes: dict[Prefix, KernelRoute] = {}
     try:
@@ -329,7 +347,7 @@ def ensure_protocol_name(protocol: int, name: str = "bgpnet",
 # Socket and message encoding.
 
 
-def _open_socket(timeout: float) -> socket.socket:
+def _open_socket(timeout: float | None, receive_buffer: int) -> socket.socket:
     try:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
                              NETLINK_ROUTE)
@@ -345,10 +363,10 @@ def _open_socket(timeout: float) -> socket.socket:
                 # carry no text and dumps are filtered here only.
                 log.debug("netlink socket option not supported option=%d", option)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER_BYTES)
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, receive_buffer)
         except PermissionError:
             # Without CAP_NET_ADMIN the kernel caps the size at net.core.rmem_max.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         sock.settimeout(timeout)
     except OSError as exc:
         sock.close()
