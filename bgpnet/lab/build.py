@@ -10,9 +10,9 @@ in the order a lab needs them:
 5. pod namespaces, attached concurrently by ``python -m bgpnet.cni.attach add`` run in
    the node's namespace, as the CNI plugin does.
 
-Rules: ``up`` first runs ``down`` so that a running lab is replaced; every object is in
-the manifest before the step that could leave it behind; when a step fails, ``up``
-tears down everything recorded and raises ``LabError`` naming the step. ``down`` stops
+Rules: ``up`` first runs ``down``, so a running lab is replaced. Every object is in the
+manifest before the step that could leave it behind. When a step fails, ``up`` tears
+down everything recorded and raises ``LabError`` naming the step. ``down`` stops
 the recorded processes, then every process still running in a lab namespace (the
 agents' ExaBGP children, a bgpd restarted by hand, and also a shell that a user opened
 there, because the namespace is about to go), deletes the namespaces (which removes
@@ -22,6 +22,8 @@ all at the end, and a second run finds nothing to do.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import shutil
@@ -43,10 +45,31 @@ log = logging.getLogger(__name__)
 ATTACH_TIMEOUT = 30.0  # seconds for one pod attachment
 
 
+@contextlib.contextmanager
+def _lab_lock(plan: LabPlan):
+    """Hold an exclusive lock per lab name, so two up or down runs never interleave."""
+    # The lock file sits beside the runtime directory because down() removes that directory.
+    path = plan.runtime_dir.parent / f".{plan.lab}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def up(plan: LabPlan, bin_dir: Path | None = None, start_agents: bool = True) -> Manifest:
     """Build the lab; on failure remove what was built and raise LabError naming the step."""
-    bin_dir = bin_dir or Path(sys.executable).parent
-    down(plan)
+    with _lab_lock(plan):
+        return _up(plan, bin_dir or Path(sys.executable).parent, start_agents)
+
+
+def down(plan: LabPlan) -> None:
+    """Remove every namespace and process of the lab; safe to run twice."""
+    with _lab_lock(plan):
+        _down(plan)
+
+
+def _up(plan: LabPlan, bin_dir: Path, start_agents: bool) -> Manifest:
+    _down(plan)
     started = time.monotonic()
     record = Manifest(path=plan.manifest_path, lab=plan.lab, topology=str(plan.topology_path))
     step = "create runtime directory"
@@ -63,6 +86,8 @@ def up(plan: LabPlan, bin_dir: Path | None = None, start_agents: bool = True) ->
         for veth in plan.veths:
             step = f"create link {veth.a_namespace}:{veth.a_interface}"
             netns.add_veth(veth)
+        # NOTE: unlike containerlab, exec lines share the host's filesystem and run as
+        # root; only the network namespace is the node's.
         for node in plan.nodes:
             for index, argv in enumerate(node.exec_lines):
                 step = f"run exec[{index}] of node {node.name}"
@@ -80,7 +105,7 @@ def up(plan: LabPlan, bin_dir: Path | None = None, start_agents: bool = True) ->
     except (LabError, OSError, KeyboardInterrupt) as exc:
         log.error("lab up failed lab=%s step=%r error=%s; tearing down", plan.lab, step, exc)
         try:
-            down(plan)
+            _down(plan)
         except LabError as cleanup:
             log.error("lab teardown after failure incomplete lab=%s error=%s", plan.lab, cleanup)
         if isinstance(exc, KeyboardInterrupt):
@@ -149,8 +174,7 @@ def _attach_one(node: NodePlan, pod: PodPlan, python: Path) -> str:
     return str(address)
 
 
-def down(plan: LabPlan) -> None:
-    """Remove every namespace and process of the lab; safe to run twice."""
+def _down(plan: LabPlan) -> None:
     failures: list[str] = []
     record = manifest_file.load(plan.manifest_path)
 

@@ -9,9 +9,9 @@ namespace of its own.
 Deletes are idempotent on purpose: a namespace that is already gone is success,
 because ``down`` must be safe to run twice and after a half-finished ``up``.
 
-The lab shells out to ``ip`` rather than using netlink from Python: a build is a few
-dozen commands, so the cost (about 5 ms each) does not matter, and a user can replay
-any failing step by hand from the error message.
+The lab shells out to ``ip`` rather than using netlink from Python. A build runs a
+few dozen commands (the whole tor lab without agents builds in about 0.3 s on a
+2-core machine), and a user can replay any failing step by hand from the error.
 """
 
 from __future__ import annotations

@@ -3,14 +3,15 @@
 Role: start daemons inside a node's namespace and stop them again. Every start
 returns a ``ProcessRecord`` (PID and start time) for the manifest.
 
-Supervision rules, for ``stop``:
+Supervision rules:
 
-- a process is signalled only if its start time still matches the record, so a PID
-  that the kernel has since given to another process is left alone;
-- SIGTERM first, then a bounded wait (polling, no fixed sleep), then SIGKILL and a
-  second bounded wait;
-- a process that is our child is reaped with ``waitpid``; one that is not (the lab
-  CLI that started it has exited) is reaped by init, and a zombie counts as stopped.
+- callers signal a recorded process only while ``is_alive`` holds, that is while its
+  start time still matches the record, so a PID that the kernel has since given to
+  another process is left alone;
+- ``stop_all`` sends SIGTERM, waits a bounded time (polling, no fixed sleep), then
+  sends SIGKILL and waits again;
+- a process that is our child is reaped with ``waitpid``. One that is not (because the
+  lab CLI that started it has exited) is reaped by init, so a zombie counts as stopped.
 
 FRR runs without frrinit or watchfrr: zebra and bgpd are started with ``-d`` and
 their PIDs are read back from their pid files. Their runtime directory must belong
@@ -129,24 +130,24 @@ def _record(node: str, name: str, pid: int) -> ProcessRecord:
     return ProcessRecord(node=node, name=name, pid=pid, start_time=started)
 
 
-def _wait_for(path: Path, what: str, timeout: float = DAEMON_START_TIMEOUT) -> None:
+def _wait_for(path: Path, step: str, timeout: float = DAEMON_START_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
         if time.monotonic() > deadline:
-            raise LabError(f"{what}: {path} did not appear within {timeout:g} s; "
+            raise LabError(f"{step}: {path} did not appear within {timeout:g} s; "
                            f"see the logs in {path.parent}")
         time.sleep(POLL_INTERVAL)
 
 
-def _read_pid(path: Path, what: str) -> int:
-    _wait_for(path, what)
+def _read_pid(path: Path, step: str) -> int:
+    _wait_for(path, step)
     deadline = time.monotonic() + DAEMON_START_TIMEOUT
     while True:
         text = path.read_text().strip()
         if text.isdigit():
             return int(text)
         if time.monotonic() > deadline:
-            raise LabError(f"{what}: pid file {path} contains {text!r}, not a PID")
+            raise LabError(f"{step}: pid file {path} contains {text!r}, not a PID")
         time.sleep(POLL_INTERVAL)
 
 
@@ -170,7 +171,7 @@ def prepare_frr_dir(node: NodePlan) -> Path:
 
 
 def frr_command(node: NodePlan, daemon: str) -> list[str]:
-    """The command line that starts ``daemon`` (zebra or bgpd) in the node's namespace."""
+    """Build the command line that starts ``daemon`` (zebra or bgpd) in the node's namespace."""
     directory = node.runtime_dir
     return ["ip", "netns", "exec", node.namespace, str(FRR_DIR / daemon), "-d",
             "-f", str(directory / f"{daemon}.conf"), "-i", str(directory / f"{daemon}.pid"),
@@ -180,15 +181,15 @@ def frr_command(node: NodePlan, daemon: str) -> list[str]:
 
 def start_frr_daemon(node: NodePlan, daemon: str) -> ProcessRecord:
     """Start zebra or bgpd daemonized; return its record once its pid file is written."""
-    what = f"start {daemon} on node {node.name}"
+    step = f"start {daemon} on node {node.name}"
     pid_file = node.runtime_dir / f"{daemon}.pid"
     pid_file.unlink(missing_ok=True)
-    netns.run(frr_command(node, daemon), what, timeout=DAEMON_START_TIMEOUT)
-    pid = _read_pid(pid_file, what)
+    netns.run(frr_command(node, daemon), step, timeout=DAEMON_START_TIMEOUT)
+    pid = _read_pid(pid_file, step)
     if daemon == "zebra":
-        _wait_for(node.runtime_dir / "zserv.api", what)
+        _wait_for(node.runtime_dir / "zserv.api", step)
     else:
-        _wait_for(node.runtime_dir / "bgpd.vty", what)
+        _wait_for(node.runtime_dir / "bgpd.vty", step)
     log.info("process started node=%s process=%s pid=%d", node.name, daemon, pid)
     return _record(node.name, daemon, pid)
 

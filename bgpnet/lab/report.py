@@ -98,7 +98,7 @@ def render_routes(tables: Mapping[str, Sequence[RouteRow]]) -> str:
 
 
 def ping_pairs(pods: Sequence[PodAddress]) -> list[tuple[PodAddress, PodAddress]]:
-    """Every ordered pair of distinct pods."""
+    """Return every ordered pair of distinct pods."""
     return [(source, target) for source in pods for target in pods if source != target]
 
 

@@ -26,6 +26,7 @@ Bind sources are relative to the topology file's directory, as in containerlab.
 
 from __future__ import annotations
 
+import os.path
 import re
 import shlex
 from dataclasses import dataclass
@@ -174,8 +175,8 @@ def _node(name: Any, data: Any, where: _Where) -> Node:
     binds = _binds(doc.get("binds", []), where, key)
     exec_lines = _exec_lines(doc.get("exec", []), where, key)
     labels = _mapping(doc.get("labels", {}), where, f"{key}.labels")
-    env = _mapping(doc.get("env", {}), where, f"{key}.env")
-    del env  # validated only: the lab does not pass env to the processes it starts
+    # env is checked for shape only: the lab does not pass it to the processes it starts.
+    _mapping(doc.get("env", {}), where, f"{key}.env")
 
     targets = {bind.target for bind in binds}
     if kind == "bridge":
@@ -233,8 +234,6 @@ def _binds(data: Any, where: _Where, key: str) -> tuple[Bind, ...]:
 
 def _normalise(path: Path) -> str:
     # Collapse "a/../b" without resolving symlinks, as a user reading the file would.
-    import os.path
-
     return os.path.normpath(str(path))
 
 
