@@ -200,9 +200,11 @@ def test_notification_message_text():
 
 
 def test_acks():
-    assert [_decode(line) for line in _lines("acks.txt")] == [
-        [Ack(True, "done")], [Ack(True, "done")], [Ack(True, "done")],
-        [Ack(False, "error")], [Ack(True, "done")], [Ack(True, "done")]]
+    # The recording script sends six valid commands and one /33 prefix.
+    events = [e for line in _lines("acks.txt") for e in _decode(line)]
+    assert events.count(Ack(True, "done")) == 6
+    assert events.count(Ack(False, "error")) == 1
+    assert len(events) == 7
 
 
 def test_ack_json_form():

@@ -1,0 +1,220 @@
+"""The routing information base: routes learned per peer, and the best paths.
+
+Pure: events from the decoder go in, desired kernel routes come out. No I/O except
+logging.
+
+Rules:
+- An Announce replaces the announcing peer's path for each of its prefixes (BGP has
+  no explicit replace: a new UPDATE for a prefix is an implicit withdraw of the old
+  path, RFC 4271 section 3.1). A Withdraw removes the peer's path.
+- A PeerState "down" drops every path learned from that peer, because ExaBGP 5 sends
+  no withdraws when a session closes.
+- A route whose ORIGINATOR_ID is our router id is our own route that a route
+  reflector sent back. It is counted in ``reflected_own`` and otherwise ignored.
+- The import policy runs on every announced route. A rejected route is not stored
+  (an older accepted path from the same peer is removed), is counted per reason in
+  ``rejected``, and is logged once per (prefix, peer, reason).
+- Best path: among the stored paths of a prefix, those with the shortest AS path
+  win, and the kernel route gets all their next hops (ECMP). Ties keep every
+  candidate, so the result does not depend on arrival order.
+
+Theory of operation. Each prefix has an entry with its paths (``{peer: path}``) and
+its selected kernel route, and a per-peer index serves session resets. ``apply``
+touches only the prefixes named by the event, recomputes their routes and returns
+the ones whose route changed, so an UPDATE of N prefixes costs O(N), whatever the
+table size.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import NamedTuple
+
+from bgpnet.bgp.policy import ImportPolicy
+from bgpnet.model import (
+    Address,
+    Announce,
+    EndOfRib,
+    Event,
+    KernelRoute,
+    PeerId,
+    PeerState,
+    Prefix,
+    Withdraw,
+)
+
+log = logging.getLogger(__name__)
+
+# Distinct (prefix, peer, reason) rejections that are logged one by one. A peer
+# flooding bad prefixes would otherwise flood the log, so the rest are only counted.
+MAX_LOGGED_REJECTIONS = 10_000
+
+
+class Path(NamedTuple):
+    """One peer's route to a prefix."""
+
+    nexthop: Address
+    as_path_length: int
+
+
+class _Entry:
+    """The stored paths of one prefix and the next hops they select."""
+
+    __slots__ = ("paths", "nexthops", "route")
+
+    def __init__(self) -> None:
+        self.paths: dict[PeerId, Path] = {}
+        self.nexthops: tuple[Address, ...] = ()
+        # The KernelRoute of ``nexthops``, built when first requested, because the
+        # writer often reads a prefix once after several events changed it.
+        self.route: KernelRoute | None = None
+
+    def kernel_route(self, prefix: Prefix) -> KernelRoute:
+        if self.route is None:
+            self.route = KernelRoute(prefix=prefix, nexthops=self.nexthops)
+        return self.route
+
+
+class Rib:
+    """Routes learned from every peer, and the kernel routes they lead to."""
+
+    def __init__(self, policy: ImportPolicy, node: str, router_id: Address) -> None:
+        self.policy = policy
+        self.node = node
+        self.router_id = router_id
+        self.rejected: Counter[str] = Counter()
+        self.reflected_own = 0
+        # One dict lookup per prefix and event, because hashing an ipaddress network
+        # is not cached and dominates the cost of a large UPDATE.
+        self._entries: dict[Prefix, _Entry] = {}
+        self._by_peer: dict[PeerId, set[Prefix]] = {}
+        self._eor: set[tuple[PeerId, str]] = set()
+        self._logged: set[tuple[Prefix, PeerId, str]] = set()
+        self._logging_capped = False
+
+    def apply(self, event: Event) -> set[Prefix]:
+        """Apply one decoder event; return the prefixes whose desired route changed."""
+        if isinstance(event, Announce):
+            return self._announce(event)
+        if isinstance(event, Withdraw):
+            return {p for p in event.prefixes if self._remove(p, event.peer)}
+        if isinstance(event, PeerState):
+            return self._peer_state(event)
+        if isinstance(event, EndOfRib):
+            self._eor.add((event.peer, event.afi))
+        return set()
+
+    def desired(self) -> dict[Prefix, KernelRoute]:
+        """Return the desired kernel route of every prefix that has one."""
+        return {prefix: entry.kernel_route(prefix) for prefix, entry in self._entries.items()}
+
+    def desired_route(self, prefix: Prefix) -> KernelRoute | None:
+        entry = self._entries.get(prefix)
+        return None if entry is None else entry.kernel_route(prefix)
+
+    def peers_with_routes(self) -> list[PeerId]:
+        """Return the peers that have at least one stored route, sorted."""
+        return sorted(peer for peer, prefixes in self._by_peer.items() if prefixes)
+
+    def routes_from(self, peer: PeerId) -> int:
+        """Return the number of routes stored from ``peer``."""
+        return len(self._by_peer.get(peer, ()))
+
+    def eor_seen(self, peer: PeerId, afi: str) -> bool:
+        """Return True when ``peer`` has sent End-of-RIB for ``afi`` in this session."""
+        return (peer, afi) in self._eor
+
+    def _announce(self, event: Announce) -> set[Prefix]:
+        peer = event.peer
+        if event.originator_id == self.router_id:
+            self.reflected_own += len(event.prefixes)
+            # The announce still replaces whatever this peer sent before.
+            return {p for p in event.prefixes if self._remove(p, peer)}
+
+        path = Path(event.nexthop, len(event.as_path))
+        peer_prefixes = self._by_peer.setdefault(peer, set())
+        nexthop_reasons: dict[int, str | None] = {}
+        changed = set()
+        for prefix in event.prefixes:
+            reason = self.policy.check_prefix(prefix)
+            if reason is None:
+                version = prefix.version
+                if version not in nexthop_reasons:
+                    nexthop_reasons[version] = self.policy.check_nexthop(event.nexthop, version)
+                reason = nexthop_reasons[version]
+            if reason is not None:
+                self._reject(prefix, event, reason)
+                if self._remove(prefix, peer):
+                    changed.add(prefix)
+                continue
+
+            entry = self._entries.get(prefix)
+            if entry is None:
+                entry = self._entries[prefix] = _Entry()
+            elif entry.paths.get(peer) == path:
+                continue
+            entry.paths[peer] = path
+            peer_prefixes.add(prefix)
+            if self._select(prefix, entry):
+                changed.add(prefix)
+        return changed
+
+    def _peer_state(self, event: PeerState) -> set[Prefix]:
+        if event.state != "down":
+            return set()
+        self._eor = {key for key in self._eor if key[0] != event.peer}
+        prefixes = self._by_peer.pop(event.peer, set())
+        changed = set()
+        for prefix in prefixes:
+            entry = self._entries[prefix]
+            del entry.paths[event.peer]
+            if self._select(prefix, entry):
+                changed.add(prefix)
+        if prefixes:
+            log.info("peer routes dropped node=%s peer=%s routes=%d reason=%s",
+                     self.node, event.peer, len(prefixes), event.reason or "session down")
+        return changed
+
+    def _remove(self, prefix: Prefix, peer: PeerId) -> bool:
+        """Remove ``peer``'s path to ``prefix``; return True when the desired route changed."""
+        entry = self._entries.get(prefix)
+        if entry is None or peer not in entry.paths:
+            return False
+        del entry.paths[peer]
+        self._by_peer[peer].discard(prefix)
+        return self._select(prefix, entry)
+
+    def _select(self, prefix: Prefix, entry: _Entry) -> bool:
+        """Recompute the entry's kernel route; return True when it changed."""
+        paths = entry.paths
+        if not paths:
+            del self._entries[prefix]
+            return True
+
+        if len(paths) == 1:
+            nexthops: tuple[Address, ...] = (next(iter(paths.values())).nexthop,)
+        else:
+            shortest = min(path.as_path_length for path in paths.values())
+            nexthops = tuple(sorted({path.nexthop for path in paths.values()
+                                     if path.as_path_length == shortest}))
+        if entry.nexthops == nexthops:
+            return False
+        entry.nexthops = nexthops
+        entry.route = None
+        return True
+
+    def _reject(self, prefix: Prefix, event: Announce, reason: str) -> None:
+        self.rejected[reason] += 1
+        key = (prefix, event.peer, reason)
+        if key in self._logged:
+            return
+        if len(self._logged) >= MAX_LOGGED_REJECTIONS:
+            if not self._logging_capped:
+                self._logging_capped = True
+                log.warning("route rejections no longer logged one by one node=%s limit=%d",
+                            self.node, MAX_LOGGED_REJECTIONS)
+            return
+        self._logged.add(key)
+        log.warning("route rejected node=%s peer=%s prefix=%s nexthop=%s reason=%s",
+                    self.node, event.peer, prefix, event.nexthop, reason)
