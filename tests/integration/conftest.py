@@ -90,7 +90,7 @@ def netns() -> Iterator[Callable[..., str]]:
     for name in reversed(created):
         _stop_processes(name)
         result = run("ip", "netns", "delete", name, check=False)
-        # Only "already gone" is expected; anything else would leak a namespace.
+        # Tolerate only a namespace that is already gone. Any other failure leaks it.
         if result.returncode != 0 and os.path.exists(f"/run/netns/{name}"):
             raise RuntimeError(f"netns {name} could not be deleted: {result.stderr.strip()}")
 
