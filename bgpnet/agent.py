@@ -71,7 +71,11 @@ class Counters:
 
 def run(cfg: AgentConfig) -> int:
     """Run the agent until SIGTERM or SIGINT; return the process exit status."""
-    return asyncio.run(Agent(cfg).run())
+    agent = Agent(cfg)
+    # pyroute2's synchronous API runs an event loop of its own, so node setup and the
+    # first route dump happen before ours starts; later dumps run in worker threads.
+    agent.setup_node()
+    return asyncio.run(agent.run())
 
 
 class Agent:
@@ -98,15 +102,9 @@ class Agent:
     # -- lifecycle -------------------------------------------------------------
 
     async def run(self) -> int:
-        self._setup_node()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop, sig)
-        self._writer = routes.RouteWriter(self.cfg.route_protocol)
-        self.kernel = routes.dump_routes(self.cfg.route_protocol)
-        if self.kernel:
-            log.info("kernel routes found at start node=%s count=%d (kept until peers confirm them)",
-                     self.node, len(self.kernel))
         self.socket_path.unlink(missing_ok=True)
         server = await asyncio.start_unix_server(self._accept_relay, path=str(self.socket_path),
                                                  limit=1 << 20)
@@ -142,7 +140,8 @@ class Agent:
         log.info("agent stopping node=%s signal=%s", self.node, sig.name)
         self._stop.set()
 
-    def _setup_node(self) -> None:
+    def setup_node(self) -> None:
+        """Set up the bridge, forwarding and node state, and read our routes in the kernel."""
         cfg = self.cfg
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -170,6 +169,11 @@ class Agent:
             bridge=cfg.bridge.name, mtu=cfg.bridge.mtu))
         log.info("node ready node=%s pod_cidr=%s gateway=%s bridge=%s state=%s",
                  self.node, cfg.pod_cidr, cfg.gateway, cfg.bridge.name, path)
+        self._writer = routes.RouteWriter(cfg.route_protocol)
+        self.kernel = routes.dump_routes(cfg.route_protocol)
+        if self.kernel:
+            log.info("kernel routes found at start node=%s count=%d (kept until peers confirm them)",
+                     self.node, len(self.kernel))
 
     # -- ExaBGP input ----------------------------------------------------------
 
