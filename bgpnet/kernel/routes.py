@@ -475,11 +475,11 @@ def _dump_family(sock: socket.socket, buffer: bytearray, family: int, protocol: 
     payload = body + _attr(RTA_TABLE, _U32.pack(table))
     request = _NLMSGHDR.pack(_NLMSGHDR.size + len(payload), RTM_GETROUTE,
                              NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + payload
-    what = f"{family.name} routes of protocol {protocol} in table {table}"
+    description = f"{family.name} routes of protocol {protocol} in table {table}"
     try:
         sock.send(request)
     except OSError as exc:
-        raise NetlinkError("dump", what, exc.errno or errno.EIO) from exc
+        raise NetlinkError("dump", description, exc.errno or errno.EIO) from exc
 
     routes: dict[Prefix, KernelRoute] = {}
     interrupted = False
@@ -487,9 +487,9 @@ def _dump_family(sock: socket.socket, buffer: bytearray, family: int, protocol: 
         try:
             length = sock.recv_into(buffer, len(buffer))
         except TimeoutError as exc:
-            raise NetlinkError("dump", what, errno.ETIMEDOUT) from exc
+            raise NetlinkError("dump", description, errno.ETIMEDOUT) from exc
         except OSError as exc:
-            raise NetlinkError("dump", what, exc.errno or errno.EIO) from exc
+            raise NetlinkError("dump", description, exc.errno or errno.EIO) from exc
         for msg_type, msg_flags, msg_seq, start, end in _messages(buffer, length):
             if msg_seq != seq:
                 continue
@@ -502,7 +502,7 @@ def _dump_family(sock: socket.socket, buffer: bytearray, family: int, protocol: 
                 if ack.errno == errno.ENOENT:
                     # The IPv4 dump rejects a table that does not exist yet: no routes.
                     return routes, interrupted
-                raise NetlinkError("dump", what, ack.errno, ack.message)
+                raise NetlinkError("dump", description, ack.errno, ack.message)
             if msg_type == RTM_NEWROUTE:
                 route = _decode_route(buffer, start, end, protocol, table)
                 if route is not None:
@@ -536,7 +536,7 @@ def _decode_route(buffer: bytearray, start: int, end: int, protocol: int,
 
 def _decode_gateway(buffer: bytearray, attr_type: int, start: int, end: int) -> Address:
     if attr_type == RTA_VIA:
-        start += _U16.size  # skip rtvia_family; the address length tells the family
+        start += _U16.size  # skip rtvia_family, because the address length gives the family
     return _address(bytes(buffer[start:end]))
 
 

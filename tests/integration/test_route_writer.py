@@ -60,9 +60,9 @@ def ours(ns: str, family: str = "-4") -> dict:
 
 
 def gateways(entry: dict) -> set[str]:
-    if "nexthops" in entry:
-        return {hop["gateway"] for hop in entry["nexthops"]}
-    return {entry["gateway"]}
+    hops = entry.get("nexthops", [entry])
+    # ip prints a next hop of the other family (RTA_VIA) as "via": {"host": ...}.
+    return {hop["gateway"] if "gateway" in hop else hop["via"]["host"] for hop in hops}
 
 
 @pytest.fixture
@@ -297,6 +297,19 @@ def test_ipv6_delete_spares_other(lab, writer):
     assert result.deleted == 1
     assert [entry["dst"] for entry in bird] == [str(prefix)]
     assert ours(lab, family="-6") == {}
+
+
+@pytest.mark.integration
+def test_ipv6_gateway_for_ipv4(lab, writer):
+    route = KernelRoute(prefix=ipaddress.ip_network("10.160.0.0/24"), nexthops=(GATEWAY6,))
+
+    result = writer.apply(Plan(add=(route,)))
+
+    entry = ours(lab)[route.prefix]
+    assert result.failed == ()
+    assert entry["via"]["family"] == "inet6"
+    assert gateways(entry) == {str(GATEWAY6)}
+    assert dump_in(lab)[route.prefix] == route
 
 
 UNREACHABLE_CASES = [
