@@ -151,8 +151,7 @@ class Agent:
             # The name is cosmetic (ip route prints the number instead); never fatal.
             log.warning("route protocol not named node=%s protocol=%d error=%s",
                         self.node, cfg.route_protocol, exc)
-        for change in links.ensure_bridge(cfg.bridge.name, cfg.gateway, cfg.bridge.mtu):
-            log.info("node setup node=%s bridge=%s change=%s", self.node, cfg.bridge.name, change)
+        changes = links.ensure_bridge(cfg.bridge.name, cfg.gateway, cfg.bridge.mtu)
         if links.enable_forwarding(cfg.pod_cidr.version):
             log.info("node setup node=%s change=forwarding-enabled family=ipv%d",
                      self.node, cfg.pod_cidr.version)
@@ -167,8 +166,8 @@ class Agent:
         path = nodestate.write(cfg.state_dir, nodestate.NodeState(
             node=self.node, pod_cidr=cfg.pod_cidr, gateway=cfg.gateway.ip,
             bridge=cfg.bridge.name, mtu=cfg.bridge.mtu))
-        log.info("node ready node=%s pod_cidr=%s gateway=%s bridge=%s state=%s",
-                 self.node, cfg.pod_cidr, cfg.gateway, cfg.bridge.name, path)
+        log.info("node ready node=%s pod_cidr=%s gateway=%s bridge=%s changes=%d state=%s",
+                 self.node, cfg.pod_cidr, cfg.gateway, cfg.bridge.name, len(changes), path)
         self._writer = routes.RouteWriter(cfg.route_protocol)
         self.kernel = routes.dump_routes(cfg.route_protocol)
         if self.kernel:
