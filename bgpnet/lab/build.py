@@ -26,6 +26,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -47,13 +48,17 @@ ATTACH_TIMEOUT = 30.0  # seconds for one pod attachment
 
 @contextlib.contextmanager
 def _lab_lock(plan: LabPlan):
-    """Hold an exclusive lock per lab name, so two up or down runs never interleave."""
-    # The lock file sits beside the runtime directory because down() removes that directory.
-    path = plan.runtime_dir.parent / f".{plan.lab}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    """Hold an exclusive lock on the runtime root, so two up or down runs never interleave."""
+    # One lock for all labs, taken on the root directory itself, leaves no lock file
+    # behind; a build takes seconds, so serialising different labs costs little.
+    root = plan.runtime_dir.parent
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(fd)
 
 
 def up(plan: LabPlan, bin_dir: Path | None = None, start_agents: bool = True) -> Manifest:

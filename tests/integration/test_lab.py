@@ -8,6 +8,7 @@ user would, and observed with ``ip -j``, ``ping`` and ``/proc``, not with lab co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -114,8 +115,16 @@ def topology(tmp_path):
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     yield path, lab
     _bgpnet("lab", "down", str(path), check=False)
-    for name in _lab_namespaces(lab):  # only if down itself failed
+    # Only if down itself failed: kill what runs in the lab's namespaces, then delete them,
+    # because a namespace deleted first would hide its processes from ip netns pids.
+    for name in _lab_namespaces(lab):
+        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True,
+                              text=True).stdout.split()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
         subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+    shutil.rmtree(RUNTIME_ROOT / lab, ignore_errors=True)
 
 
 def _converged(lab: str) -> bool:
