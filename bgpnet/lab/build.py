@@ -12,12 +12,13 @@ in the order a lab needs them:
 
 Rules: ``up`` first runs ``down``, so a running lab is replaced. Every object is in the
 manifest before the step that could leave it behind. When a step fails, ``up`` tears
-down everything recorded and raises ``LabError`` naming the step. ``down`` stops
-the recorded processes, then every process still running in a lab namespace (the
-agents' ExaBGP children, a bgpd restarted by hand, and also a shell that a user opened
-there, because the namespace is about to go), deletes the namespaces (which removes
-their links) and the runtime directory. It continues past failures and reports them
-all at the end, and a second run finds nothing to do.
+down everything recorded and raises ``LabError`` naming the step.
+
+``down`` first stops the recorded processes. It then stops every process still
+running in a lab namespace: the agents' ExaBGP children, a bgpd restarted by hand, and
+also a shell that a user opened there, because the namespace is about to go. Last it
+deletes the namespaces, which removes their links, and the runtime directory. It
+continues past failures and reports them all at the end, and a second run finds nothing to do.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ ATTACH_TIMEOUT = 30.0  # seconds for one pod attachment
 def _lab_lock(plan: LabPlan):
     """Hold an exclusive lock on the runtime root, so two up or down runs never interleave."""
     # One lock for all labs, taken on the root directory itself, leaves no lock file
-    # behind; a build takes seconds, so serialising different labs costs little.
+    # behind. A build takes seconds, so serialising different labs costs little.
     root = plan.runtime_dir.parent
     root.mkdir(parents=True, exist_ok=True)
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
