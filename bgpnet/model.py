@@ -101,6 +101,21 @@ class PeerState:
 
 
 @dataclass(frozen=True)
+class PeerOpen:
+    """The OPEN a peer sent: its graceful-restart capability (RFC 4724 section 3).
+
+    ``restart_time`` is None when the peer did not advertise the capability;
+    ``restart_families`` lists the families ("ipv4 unicast") whose routes the peer asks
+    us to keep while it restarts. A helper-only peer advertises the capability with no
+    families, so its routes are not kept.
+    """
+
+    peer: PeerId
+    restart_time: int | None
+    restart_families: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Notification:
     peer: PeerId
     code: int
@@ -124,4 +139,4 @@ class Malformed:
     excerpt: str = field(default="")
 
 
-Event = Union[Announce, Withdraw, EndOfRib, PeerState, Notification, Ack, Malformed]
+Event = Union[Announce, Withdraw, EndOfRib, PeerState, PeerOpen, Notification, Ack, Malformed]

@@ -52,6 +52,7 @@ from bgpnet.model import (
     Malformed,
     Notification,
     PeerId,
+    PeerOpen,
     PeerState,
     Prefix,
     Withdraw,
@@ -204,6 +205,26 @@ class Decoder:
             data = ""
         return [Notification(peer=peer, code=code, subcode=subcode, data=text or data)]
 
+    def _open(self, message: dict[str, Any]) -> list[Event]:
+        neighbor = _expect(message.get("neighbor"), dict, "neighbor")
+        peer = _peer(neighbor)
+        if neighbor.get("direction", "receive") != "receive":
+            self.stats.ignored["open-send"] += 1
+            return []
+        body = _expect(neighbor.get("open"), dict, "neighbor.open")
+        capabilities = _expect(body.get("capabilities", {}), dict, "open.capabilities")
+        # Capability code 64 is graceful restart (RFC 4724 section 3).
+        graceful = capabilities.get("64")
+        if graceful is None:
+            return [PeerOpen(peer=peer, restart_time=None)]
+        graceful = _expect(graceful, dict, "open.capabilities.64")
+        restart_time = _expect_int(graceful.get("time", 0), "open.capabilities.64.time")
+        flags = _expect(graceful.get("address-family-flags", {}), dict,
+                        "open.capabilities.64.address-family-flags")
+        # ExaBGP names families "ipv4/unicast" here and "ipv4 unicast" in updates.
+        families = tuple(sorted(str(family).replace("/", " ") for family in flags))
+        return [PeerOpen(peer=peer, restart_time=restart_time, restart_families=families)]
+
     def _update(self, message: dict[str, Any]) -> list[Event]:
         neighbor = _expect(message.get("neighbor"), dict, "neighbor")
         peer = _peer(neighbor)
@@ -296,6 +317,7 @@ _HANDLERS: dict[str, Callable[[Decoder, dict[str, Any]], list[Event]]] = {
     "state": Decoder._state,
     "update": Decoder._update,
     "notification": Decoder._notification,
+    "open": Decoder._open,
 }
 
 

@@ -16,6 +16,7 @@ from bgpnet.model import (
     Malformed,
     Notification,
     PeerId,
+    PeerOpen,
     PeerState,
     Withdraw,
 )
@@ -31,6 +32,7 @@ def _lines(name: str) -> list[bytes]:
 ALL_LINES = [(f"{name}:{number}", line)
              for name in FILES for number, line in enumerate(_lines(name), 1)]
 AGENT = _lines("agent.jsonl")
+EXTRA = _lines("extra.jsonl")
 
 
 def _find(*needles: str, lines: list[bytes] = AGENT) -> bytes:
@@ -219,8 +221,7 @@ def test_ack_crlf():
 def test_ignored_types_counted():
     decoder = Decoder()
     events = decoder.feed((FIXTURES / "extra.jsonl").read_bytes())
-    assert events == []
-    assert decoder.stats.ignored["open"] == 4
+    assert all(isinstance(event, PeerOpen) for event in events)
     assert decoder.stats.ignored["keepalive"] == 4
     assert decoder.stats.ignored["notification-shutdown"] == 1
 
@@ -417,3 +418,24 @@ def test_decode_line_too_long():
     (event,) = decoder.decode_line("x" * 11)
     assert isinstance(event, Malformed)
 
+
+
+def test_open_graceful_restart_helper_only():
+    decoder = Decoder()
+    events = decoder.decode_line(_find('"type": "open"', '"peer": "192.168.77.12"', lines=EXTRA).decode())
+    assert events == [PeerOpen(PeerId(ip_address("192.168.77.12")), 120, ())]
+
+
+def test_open_graceful_restart_families():
+    line = _find('"type": "open"', '"peer": "192.168.77.12"', lines=EXTRA).decode()
+    line = line.replace('"address-family-flags": { }', '"address-family-flags": { "ipv4/unicast": [ "forwarding" ] }')
+    [event] = Decoder().decode_line(line)
+    assert event.restart_families == ("ipv4 unicast",)
+
+
+def test_open_without_graceful_restart():
+    line = _find('"type": "open"', '"peer": "192.168.77.12"', lines=EXTRA).decode()
+    start = line.index('"64":')
+    end = line.index('"65":')
+    [event] = Decoder().decode_line(line[:start] + line[end:])
+    assert event.restart_time is None
