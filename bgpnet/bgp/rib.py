@@ -90,6 +90,9 @@ class Rib:
         self._entries: dict[Prefix, _Entry] = {}
         self._by_peer: dict[PeerId, set[Prefix]] = {}
         self._eor: set[tuple[PeerId, str]] = set()
+        # Prefixes of a restarting peer (RFC 4724 helper): kept, but gone at its End-of-RIB
+        # unless announced again since the restart.
+        self._stale: dict[PeerId, set[Prefix]] = {}
         self._logged: set[tuple[Prefix, PeerId, str]] = set()
         self._logging_capped = False
 
@@ -98,6 +101,9 @@ class Rib:
         if isinstance(event, Announce):
             return self._announce(event)
         if isinstance(event, Withdraw):
+            stale = self._stale.get(event.peer)
+            if stale:
+                stale.difference_update(event.prefixes)
             return {p for p in event.prefixes if self._remove(p, event.peer)}
         if isinstance(event, PeerState):
             return self._peer_state(event)
@@ -125,8 +131,35 @@ class Rib:
         """Return True when ``peer`` has sent End-of-RIB for ``afi`` in this session."""
         return (peer, afi) in self._eor
 
+    def prefixes_from(self, peer: PeerId) -> frozenset[Prefix]:
+        return frozenset(self._by_peer.get(peer, ()))
+
+    def mark_stale(self, peer: PeerId) -> int:
+        """Keep ``peer``'s routes as stale while it restarts; return how many there are.
+
+        The session is down, so its End-of-RIB flags are cleared.
+        """
+        self._eor = {key for key in self._eor if key[0] != peer}
+        stale = self._stale.setdefault(peer, set())
+        stale.update(self._by_peer.get(peer, ()))
+        return len(stale)
+
+    def stale_count(self, peer: PeerId) -> int:
+        return len(self._stale.get(peer, ()))
+
+    def flush_stale(self, peer: PeerId) -> set[Prefix]:
+        """Remove ``peer``'s routes not announced again since ``mark_stale``; return changes."""
+        stale = self._stale.pop(peer, set())
+        changed = {prefix for prefix in stale if self._remove(prefix, peer)}
+        if stale:
+            log.info("stale routes removed node=%s peer=%s routes=%d", self.node, peer, len(stale))
+        return changed
+
     def _announce(self, event: Announce) -> set[Prefix]:
         peer = event.peer
+        stale = self._stale.get(peer)
+        if stale:
+            stale.difference_update(event.prefixes)
         if event.originator_id == self.router_id:
             self.reflected_own += len(event.prefixes)
             # The announce still replaces whatever this peer sent before.
@@ -163,6 +196,7 @@ class Rib:
     def _peer_state(self, event: PeerState) -> set[Prefix]:
         if event.state != "down":
             return set()
+        self._stale.pop(event.peer, None)
         self._eor = {key for key in self._eor if key[0] != event.peer}
         prefixes = self._by_peer.pop(event.peer, set())
         changed = set()

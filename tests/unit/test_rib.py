@@ -316,3 +316,45 @@ def test_update_touches_only_named():
     changed = rib.apply(_announce(N3, NH3, P2, P3))
     assert changed == {P2, P3}
     assert len(rib.desired()) == len(bulk) + 2
+
+
+def test_stale_routes_kept():
+    rib = _rib()
+    rib.apply(_announce(RR, NH2, P2, P3))
+    assert rib.mark_stale(RR) == 2
+    assert rib.desired_route(P2) == KernelRoute(P2, (NH2,))
+    assert rib.desired_route(P3) == KernelRoute(P3, (NH2,))
+
+
+def test_stale_flush_removes_unrefreshed():
+    rib = _rib()
+    rib.apply(_announce(RR, NH2, P2, P3))
+    rib.mark_stale(RR)
+    rib.apply(_announce(RR, NH2, P2))
+    assert rib.flush_stale(RR) == {P3}
+    assert rib.desired_route(P3) is None
+    assert rib.desired_route(P2) == KernelRoute(P2, (NH2,))
+
+
+def test_stale_withdraw_not_flushed_twice():
+    rib = _rib()
+    rib.apply(_announce(RR, NH2, P2, P3))
+    rib.mark_stale(RR)
+    rib.apply(Withdraw(RR, (P3,)))
+    assert rib.stale_count(RR) == 1
+    assert rib.flush_stale(RR) == {P2}
+
+
+def test_stale_dropped_on_session_down():
+    rib = _rib()
+    rib.apply(_announce(RR, NH2, P2))
+    rib.mark_stale(RR)
+    assert rib.apply(PeerState(RR, "down")) == {P2}
+    assert rib.stale_count(RR) == 0
+
+
+def test_mark_stale_clears_eor():
+    rib = _rib()
+    rib.apply(EndOfRib(RR, "ipv4", "unicast"))
+    rib.mark_stale(RR)
+    assert not rib.eor_seen(RR, "ipv4")
