@@ -66,9 +66,16 @@ def host_ifname(container_id: str, ifname: str) -> str:
     return "veth" + digest[:11]
 
 
-def lease_store(state_dir: Path, state: NodeState) -> LeaseStore:
-    """Return the lease store of the node: ``<state_dir>/leases``, for the node's pod CIDR."""
-    return LeaseStore(state_dir / LEASE_DIRECTORY, state.pod_cidr, state.gateway)
+def lease_store(state_dir: Path, state: NodeState, network: str | None = None) -> LeaseStore:
+    """Return the lease store for the node's pod CIDR.
+
+    The leases are in ``<state_dir>/leases``, or in ``<state_dir>/leases/<network>`` for
+    a named CNI network. The caller validates ``network`` (the CNI plugin does).
+    """
+    directory = state_dir / LEASE_DIRECTORY
+    if network is not None:
+        directory = directory / network
+    return LeaseStore(directory, state.pod_cidr, state.gateway)
 
 
 def add_pod(state: NodeState, leases: LeaseStore, container_id: str, netns_path: str,

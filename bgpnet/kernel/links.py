@@ -26,6 +26,7 @@ import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyroute2 import IPRoute
@@ -349,6 +350,44 @@ def _add_default_route(ipr: IPRoute, netns_path: str, index: int, gateway: Addre
                 return
         raise NetlinkError("add default route", f"via {gateway} in {netns_path}",
                            exc.code) from exc
+
+
+def link_macs(*names: str) -> dict[str, str | None]:
+    """Return the MAC address of each named link of the current namespace, None if missing."""
+    with _iproute() as ipr:
+        macs = {}
+        for name in names:
+            link = _find_link(ipr, name)
+            macs[name] = link.get("IFLA_ADDRESS") if link is not None else None
+        return macs
+
+
+@dataclass(frozen=True)
+class PodLink:
+    """A pod interface as the kernel reports it: MAC, global addresses, default gateways."""
+
+    mac: str
+    addresses: tuple[Interface, ...]
+    default_gateways: tuple[Address, ...]
+
+
+def read_pod_link(netns_path: str, ifname: str) -> PodLink | None:
+    """Read ``ifname`` in the namespace at ``netns_path``; return None if it does not exist."""
+    with _iproute(netns_path) as ipr:
+        link = _find_link(ipr, ifname)
+        if link is None:
+            return None
+        index = link["index"]
+        addresses = [*_link_addresses(ipr, index, 4), *_link_addresses(ipr, index, 6)]
+        gateways = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            with _netlink("read default routes in", netns_path):
+                routes = ipr.route("dump", family=family, dst_len=0)
+            for route in routes:
+                if route.get("RTA_OIF") == index and route.get("RTA_GATEWAY"):
+                    gateways.append(ipaddress.ip_address(route.get("RTA_GATEWAY")))
+        return PodLink(mac=link.get("IFLA_ADDRESS"), addresses=tuple(addresses),
+                       default_gateways=tuple(gateways))
 
 
 def delete_link(ifname: str, kind: str | None = None) -> bool:

@@ -1,0 +1,137 @@
+"""The agent's control socket: node state and CNI requests for the ``bgpnet-cni`` plugin.
+
+Role: listen on the abstract unix address ``\\0bgpnet-agent`` in the agent's network
+namespace (Linux scopes abstract addresses to the namespace, so each node's plugin
+reaches its own agent) and answer one JSON object per line with one JSON object.
+
+Requests:
+- ``{"op": "node-state"}`` returns ``{"ok": true, "node_state": {...}, "state_dir": "..."}``,
+  the content of node.json plus the agent's state directory.
+- ``{"op": "cni", "env": {"CNI_COMMAND": ...}, "stdin": "<config>"}`` runs a CNI
+  command as the plugin would on its direct path and returns ``{"ok": true, "result":
+  {...} or null}`` or ``{"ok": false, "error": {"code": ..., "msg": ..., "details": ...}}``.
+
+Rules:
+- Only root may connect: an abstract socket has no file permissions, so the peer's
+  uid is read with SO_PEERCRED and others are turned away.
+- The request is validated here again (the plugin's validation is not trusted).
+- Netlink and lease work runs in worker threads (``asyncio.to_thread``), so the event
+  loop keeps reading ExaBGP while pods are added.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import struct
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from bgpnet.cni import netconf, result
+from bgpnet.cni.agent_client import CONTROL_ADDRESS
+from bgpnet.cni.result import CniError
+from bgpnet.nodestate import NodeState
+
+if TYPE_CHECKING:
+    from bgpnet.agent import Agent
+
+log = logging.getLogger("bgpnet.api.control")
+
+MAX_REQUEST_BYTES = 1 << 20  # a CNI config with a long prevResult stays far below this
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid (include/linux/socket.h)
+
+
+def node_state(agent: "Agent") -> NodeState:
+    """Return the node state that the agent wrote to node.json, from its config."""
+    cfg = agent.cfg
+    return NodeState(node=agent.node, pod_cidr=cfg.pod_cidr, gateway=cfg.gateway.ip,
+                     bridge=cfg.bridge.name, mtu=cfg.bridge.mtu)
+
+
+async def serve_control(agent: "Agent") -> None:
+    """Serve the control socket until cancelled."""
+    server = await asyncio.start_unix_server(partial(_serve_client, agent),
+                                             path=CONTROL_ADDRESS, limit=MAX_REQUEST_BYTES)
+    log.info("control socket listening node=%s address=@%s", agent.node, CONTROL_ADDRESS[1:])
+    async with server:
+        try:
+            await server.serve_forever()
+        finally:
+            log.info("control socket closed node=%s", agent.node)
+
+
+async def _serve_client(agent: "Agent", reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter) -> None:
+    try:
+        uid = _peer_uid(writer)
+        if uid != 0:
+            log.warning("control connection rejected node=%s uid=%s", agent.node, uid)
+            return
+        while line := await reader.readline():
+            reply = await handle_line(agent, line)
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+    except (ConnectionError, asyncio.LimitOverrunError, ValueError) as exc:
+        log.warning("control connection failed node=%s error=%s", agent.node, exc)
+    finally:
+        writer.close()
+
+
+async def handle_line(agent: "Agent", line: bytes) -> dict[str, Any]:
+    """Decode one request line and return the reply object."""
+    try:
+        request = json.loads(line)
+    except ValueError:
+        request = None
+    if not isinstance(request, dict):
+        return _error(result.DECODE_FAILED, "control request is not a JSON object")
+    op = request.get("op")
+    if op == "node-state":
+        state = node_state(agent)
+        return {"ok": True, "node_state": json.loads(state.to_json()),
+                "state_dir": str(agent.cfg.state_dir)}
+    if op == "cni":
+        return await _run_cni(agent, request)
+    return _error(result.INVALID_CONFIG, f"control op {op!r} is unknown",
+                  "use node-state or cni")
+
+
+async def _run_cni(agent: "Agent", request: dict) -> dict[str, Any]:
+    env = request.get("env")
+    stdin = request.get("stdin")
+    if not isinstance(env, dict) or not isinstance(stdin, str):
+        return _error(result.DECODE_FAILED, "cni request needs env (object) and stdin (string)")
+    env = {str(key): str(value) for key, value in env.items()}
+    try:
+        cni_request = netconf.parse_request(env, stdin)
+        if cni_request.command == "VERSION":
+            return {"ok": True, "result": result.version_dict(netconf.SUPPORTED_VERSIONS)}
+        from bgpnet.cni import commands
+
+        output = await asyncio.to_thread(commands.execute, cni_request, node_state(agent),
+                                         agent.cfg.state_dir)
+    except CniError as exc:
+        log.warning("cni request failed node=%s command=%s container_id=%s code=%d error=%s",
+                    agent.node, env.get("CNI_COMMAND"), env.get("CNI_CONTAINERID", "-"),
+                    exc.code, exc)
+        return _error(exc.code, exc.msg, exc.details)
+    except Exception as exc:  # the plugin must get an answer; the agent keeps running
+        log.exception("cni request crashed node=%s command=%s container_id=%s",
+                      agent.node, env.get("CNI_COMMAND"), env.get("CNI_CONTAINERID", "-"))
+        return _error(result.INTERNAL, "agent failed on a CNI request",
+                      f"{type(exc).__name__}: {exc}")
+    return {"ok": True, "result": output}
+
+
+def _error(code: int, msg: str, details: str = "") -> dict[str, Any]:
+    return {"ok": False, "error": {"code": code, "msg": msg, "details": details}}
+
+
+def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return None
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    return _UCRED.unpack(raw)[1]
