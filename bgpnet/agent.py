@@ -1,51 +1,59 @@
-"""The node agent's composition root: node setup, ExaBGP, RIB and the route writer.
+"""The node agent's composition root: node setup, ExaBGP, RIB and kernel routes.
 
 Theory of operation:
-1. Node setup runs first and synchronously: the protocol name, the bridge with the pod
-   gateway, IPv4/IPv6 forwarding, then the node state file for the pod-attachment code.
-   The config was validated before this point; a setup error stops the agent before
-   ExaBGP starts.
-2. One ``TaskGroup`` owns every task: the ExaBGP supervisor, the relay listener, the
-   route writer loop, the periodic resync and the HTTP API.
-3. The relay connection is read continuously by ``_read_relay``. It decodes lines into
-   events and applies them to the RIB, which is cheap and pure, then marks the touched
-   prefixes dirty. It never waits for netlink, so ExaBGP is never blocked by the kernel.
-4. ``_write_routes`` takes the dirty set, plans it against the routes the agent knows
-   are in the kernel, and applies the plan in a worker thread. Many changes to one
-   prefix that arrive during a write coalesce into one entry of the next dirty set.
-5. ``_resync`` dumps the kernel's routes of our protocol every ``resync_seconds`` and
-   plans every prefix again, which repairs routes removed or changed by someone else.
-   Routes of our protocol found at start stay until every peer has sent End-of-RIB,
-   or until ``startup_sweep_seconds`` have passed; then the ones no peer confirmed go.
+1. ``setup_node`` runs first, before the event loop: the protocol name, the bridge
+   with the pod gateway, forwarding, the node state file for the pod-attachment code,
+   and a dump of our routes already in the kernel. The config was validated before
+   this point; a setup error stops the agent before ExaBGP starts.
+2. One ``TaskGroup`` owns every task: the ExaBGP supervisor, the route writer
+   (``FibSync.run``), the periodic resync, the stale-route timers, the watchdog and the
+   HTTP API. The relay listener's connection handler belongs to the asyncio server.
+3. The relay connection is read continuously. Each chunk is decoded into events and
+   applied to the RIB, which is cheap and pure, and the touched prefixes are marked
+   dirty. Reading never waits for netlink, so ExaBGP is never blocked by the kernel.
+4. Graceful restart (RFC 4724). As a helper: when a session goes down without a
+   NOTIFICATION and the peer's capability listed our family, its routes stay as stale
+   until its End-of-RIB in the next session (then unrefreshed ones go) or until its
+   restart time passes. As the restarting speaker: SIGTERM stops ExaBGP without a
+   Cease, so peers keep our pod CIDR, and the agent leaves its kernel routes in place;
+   at the next start they are kept until every peer has sent End-of-RIB, or
+   ``restart_time`` has passed, and then the routes no peer confirmed are swept.
+5. Drain (SIGUSR1, or ``bgpnet agent --drain``): withdraw the pod CIDR, stop ExaBGP with
+   a Cease, delete our kernel routes and exit, for taking a node out for good.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bgpnet import nodestate
+from bgpnet.bgp import commands
 from bgpnet.bgp.decoder import Decoder
 from bgpnet.bgp.policy import ImportPolicy
 from bgpnet.bgp.rib import Rib
 from bgpnet.config import AgentConfig
 from bgpnet.exabgp.supervisor import Supervisor
 from bgpnet.kernel import links, routes
-from bgpnet.kernel.plan import Plan, plan_routes
-from bgpnet.model import (Ack, Address, Announce, EndOfRib, Event, KernelRoute, Malformed,
-                          Notification, PeerId, PeerState, Prefix, Withdraw)
+from bgpnet.kernel.sync import FibSync
+from bgpnet.model import (Ack, Announce, EndOfRib, Event, Malformed, Notification, PeerId,
+                          PeerOpen, PeerState, Withdraw)
 
 log = logging.getLogger("bgpnet.agent")
 
 SOCKET_NAME = "exabgp.sock"
-# Per-route INFO lines up to this many changes in one write; above it one summary line.
-ROUTE_LOG_LIMIT = 100
+PID_NAME = "agent.pid"
 MALFORMED_LOG_LIMIT = 20  # WARNING lines for malformed input; the rest are counted only
+WATCHDOG_INTERVAL = 10.0  # seconds between probes of an idle ExaBGP
+WATCHDOG_TIMEOUT = 30.0  # seconds an ExaBGP may take to acknowledge a command
+DRAIN_WAIT = 2.0  # seconds for the withdraw of the pod CIDR to reach peers
 
 
 @dataclass
@@ -56,21 +64,20 @@ class PeerStatus:
     since: float = field(default_factory=time.time)
     reason: str = ""
     updates: int = 0
+    restart_time: int | None = None  # the peer's graceful-restart time, if advertised
+    restart_families: tuple[str, ...] = ()
+    stale_until: float | None = None  # monotonic deadline of routes kept while it restarts
 
 
 @dataclass
 class Counters:
     malformed_lines: int = 0
     command_errors: int = 0
-    route_failures: int = 0
-    writes: int = 0
-    routes_added: int = 0
-    routes_replaced: int = 0
-    routes_deleted: int = 0
+    watchdog_restarts: int = 0
 
 
 def run(cfg: AgentConfig) -> int:
-    """Run the agent until SIGTERM or SIGINT; return the process exit status."""
+    """Run the agent until SIGTERM, SIGINT or SIGUSR1; return the process exit status."""
     agent = Agent(cfg)
     # pyroute2's synchronous API runs an event loop of its own, so node setup and the
     # first route dump happen before ours starts; later dumps run in worker threads.
@@ -82,63 +89,22 @@ class Agent:
     def __init__(self, cfg: AgentConfig) -> None:
         self.cfg = cfg
         self.node = cfg.node.name
+        self.family = f"ipv{cfg.pod_cidr.version}"
         self.socket_path = cfg.state_dir / SOCKET_NAME
         self.supervisor = Supervisor(cfg, self.socket_path)
         self.decoder = Decoder()
         self.rib: Rib | None = None
-        self.kernel: dict[Prefix, KernelRoute] = {}
-        self.dirty: set[Prefix] = set()
+        self.fib: FibSync | None = None
         self.counters = Counters()
         self.peers = {str(p.address): PeerStatus(str(p.address), p.label) for p in cfg.peers}
         self.started_at = time.time()
-        self.swept = False
         self.relay_connected = False
-        self._wake = asyncio.Event()
         self._stop = asyncio.Event()
+        self._draining = False
         self._relay_writer: asyncio.StreamWriter | None = None
-        self._writer: routes.RouteWriter | None = None
-        self._write_lock = asyncio.Lock()
+        self._unacked: list[float] = []  # send times of commands not yet acknowledged
 
     # -- lifecycle -------------------------------------------------------------
-
-    async def run(self) -> int:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._request_stop, sig)
-        self.socket_path.unlink(missing_ok=True)
-        server = await asyncio.start_unix_server(self._accept_relay, path=str(self.socket_path),
-                                                 limit=1 << 20)
-        self.socket_path.chmod(0o600)
-        try:
-            async with asyncio.TaskGroup() as tasks:
-                supervisor_task = tasks.create_task(self.supervisor.run())
-                workers = [
-                    tasks.create_task(self._write_routes()),
-                    tasks.create_task(self._resync()),
-                    tasks.create_task(self._sweep_after_grace()),
-                ]
-                if self.cfg.http_listen is not None:
-                    from bgpnet.api.http import serve
-
-                    workers.append(tasks.create_task(serve(self)))
-                stop_waiter = tasks.create_task(self._stop.wait())
-                await asyncio.wait([supervisor_task, stop_waiter], return_when=asyncio.FIRST_COMPLETED)
-                await self.supervisor.stop()
-                for task in (*workers, stop_waiter):
-                    task.cancel()
-        finally:
-            server.close()
-            if self._relay_writer is not None:
-                self._relay_writer.close()
-            await self._remove_all_routes()
-            self._writer.close()
-            self.socket_path.unlink(missing_ok=True)
-        log.info("agent stopped node=%s", self.node)
-        return 0
-
-    def _request_stop(self, sig: signal.Signals) -> None:
-        log.info("agent stopping node=%s signal=%s", self.node, sig.name)
-        self._stop.set()
 
     def setup_node(self) -> None:
         """Set up the bridge, forwarding and node state, and read our routes in the kernel."""
@@ -153,8 +119,7 @@ class Agent:
                         self.node, cfg.route_protocol, exc)
         changes = links.ensure_bridge(cfg.bridge.name, cfg.gateway, cfg.bridge.mtu)
         if links.enable_forwarding(cfg.pod_cidr.version):
-            log.info("node setup node=%s change=forwarding-enabled family=ipv%d",
-                     self.node, cfg.pod_cidr.version)
+            log.info("forwarding enabled node=%s family=%s", self.node, self.family)
         local = set(links.local_addresses()) | {cfg.node.address, cfg.gateway.ip}
         # NOTE: addresses added to the node after start are not known to the import policy.
         policy = ImportPolicy(
@@ -168,11 +133,86 @@ class Agent:
             bridge=cfg.bridge.name, mtu=cfg.bridge.mtu))
         log.info("node ready node=%s pod_cidr=%s gateway=%s bridge=%s changes=%d state=%s",
                  self.node, cfg.pod_cidr, cfg.gateway, cfg.bridge.name, len(changes), path)
-        self._writer = routes.RouteWriter(cfg.route_protocol)
-        self.kernel = routes.dump_routes(cfg.route_protocol)
-        if self.kernel:
+        self.fib = FibSync(self.node, cfg.route_protocol, self.rib.desired_route, self.rib.desired)
+        found = self.fib.open()
+        if found:
             log.info("kernel routes found at start node=%s count=%d (kept until peers confirm them)",
-                     self.node, len(self.kernel))
+                     self.node, found)
+
+    async def run(self) -> int:
+        assert self.fib is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._request_stop, sig)
+        loop.add_signal_handler(signal.SIGUSR1, self._request_drain)
+        pid_path = self.cfg.state_dir / PID_NAME
+        pid_path.write_text(f"{os.getpid()}\n")
+        self.socket_path.unlink(missing_ok=True)
+        server = await asyncio.start_unix_server(self._accept_relay, path=str(self.socket_path),
+                                                 limit=1 << 20)
+        self.socket_path.chmod(0o600)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                supervisor_task = tasks.create_task(self.supervisor.run())
+                workers = [
+                    tasks.create_task(self.fib.run(self._before_write)),
+                    tasks.create_task(self._resync()),
+                    tasks.create_task(self._timers()),
+                    tasks.create_task(self._watchdog()),
+                ]
+                if self.cfg.http_listen is not None:
+                    from bgpnet.api.http import serve
+
+                    workers.append(tasks.create_task(serve(self)))
+                stop_waiter = tasks.create_task(self._stop.wait())
+                await asyncio.wait([supervisor_task, stop_waiter], return_when=asyncio.FIRST_COMPLETED)
+                await self._shutdown()
+                for task in (*workers, stop_waiter):
+                    task.cancel()
+        finally:
+            server.close()
+            if self._relay_writer is not None:
+                self._relay_writer.close()
+            self.fib.close()
+            self.socket_path.unlink(missing_ok=True)
+            pid_path.unlink(missing_ok=True)
+        log.info("agent stopped node=%s", self.node)
+        return 0
+
+    def _request_stop(self, sig: signal.Signals) -> None:
+        log.info("agent stopping node=%s signal=%s", self.node, sig.name)
+        self._stop.set()
+
+    def _request_drain(self) -> None:
+        log.info("agent draining node=%s prefix=%s", self.node, self.cfg.pod_cidr)
+        self._draining = True
+        self._stop.set()
+
+    async def _shutdown(self) -> None:
+        assert self.fib is not None
+        if self._draining:
+            if self.send_command(commands.withdraw_route(self.cfg.pod_cidr)):
+                await self._wait_acked(DRAIN_WAIT)
+            await self.supervisor.stop(graceful=False)
+            self._remove_routes()
+        elif self.cfg.graceful_restart:
+            # No Cease: peers keep our pod CIDR for restart_time, and the kernel keeps ours.
+            await self.supervisor.stop(graceful=True)
+            log.info("routes kept for restart node=%s count=%d restart_time=%d",
+                     self.node, len(self.fib.kernel), self.cfg.restart_time)
+        else:
+            await self.supervisor.stop(graceful=False)
+            self._remove_routes()
+
+    def _remove_routes(self) -> None:
+        assert self.fib is not None
+        try:
+            failed = self.fib.remove_all()
+        except OSError as exc:
+            log.warning("routes not removed on stop node=%s error=%s", self.node, exc)
+            return
+        if failed:
+            log.warning("routes not removed on stop node=%s count=%d", self.node, failed)
 
     # -- ExaBGP input ----------------------------------------------------------
 
@@ -181,47 +221,52 @@ class Agent:
             log.warning("relay replaced node=%s (a new ExaBGP API process connected)", self.node)
             self._relay_writer.close()
         self._relay_writer = writer
+        self._unacked.clear()
         self.relay_connected = True
         log.info("relay connected node=%s", self.node)
         try:
             while data := await reader.read(1 << 16):
                 for event in self.decoder.feed(data):
                     self._handle(event)
-        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+        except ConnectionError as exc:
             log.warning("relay connection failed node=%s error=%s", self.node, exc)
         finally:
             if self._relay_writer is writer:
                 self._relay_writer = None
                 self.relay_connected = False
+                self._on_relay_lost()
             writer.close()
-            log.info("relay disconnected node=%s", self.node)
-            # ExaBGP sends no state change when its API process is replaced, and a new
-            # ExaBGP starts with no sessions: treat every session as down.
-            for address, status in self.peers.items():
-                if status.state == "up":
-                    self._handle(PeerState(PeerId(_ip(address)), "down", "relay disconnected"))
+
+    def _on_relay_lost(self) -> None:
+        # ExaBGP reports no state change when it exits: every session it had is gone.
+        log.warning("relay disconnected node=%s", self.node)
+        for address, status in self.peers.items():
+            if status.state in ("up", "connected"):
+                peer = PeerId(ipaddress.ip_address(address))
+                retain = self.cfg.graceful_restart and status.state == "up"
+                self._session_down(peer, status, "exabgp stopped", retain)
 
     def _handle(self, event: Event) -> None:
-        assert self.rib is not None
-        if isinstance(event, (Announce, Withdraw, EndOfRib, PeerState)):
-            changed = self.rib.apply(event)
-            if changed:
-                self.dirty |= changed
-                self._wake.set()
-        if isinstance(event, PeerState):
-            self._on_peer_state(event)
-        elif isinstance(event, (Announce, Withdraw)):
+        assert self.rib is not None and self.fib is not None
+        if isinstance(event, (Announce, Withdraw)):
+            self.fib.mark(self.rib.apply(event))
             status = self.peers.get(str(event.peer))
             if status is not None:
                 status.updates += 1
+        elif isinstance(event, PeerState):
+            self._on_peer_state(event)
         elif isinstance(event, EndOfRib):
-            log.info("end-of-rib received node=%s peer=%s family=%s", self.node, event.peer, event.afi)
-            if not self.swept and self._all_peers_sent_eor():
-                self._wake.set()
+            self._on_end_of_rib(event)
+        elif isinstance(event, PeerOpen):
+            status = self._status(event.peer)
+            status.restart_time = event.restart_time
+            status.restart_families = event.restart_families
         elif isinstance(event, Notification):
             log.warning("notification node=%s peer=%s code=%d subcode=%d data=%s",
                         self.node, event.peer, event.code, event.subcode, event.data)
         elif isinstance(event, Ack):
+            if self._unacked:
+                self._unacked.pop(0)
             if not event.ok:
                 self.counters.command_errors += 1
                 log.warning("exabgp rejected a command node=%s reply=%s", self.node, event.text)
@@ -231,138 +276,121 @@ class Agent:
                 log.warning("malformed exabgp line node=%s reason=%s excerpt=%r",
                             self.node, event.reason, event.excerpt)
 
+    def _status(self, peer: PeerId) -> PeerStatus:
+        return self.peers.setdefault(str(peer), PeerStatus(str(peer), str(peer)))
+
     def _on_peer_state(self, event: PeerState) -> None:
-        status = self.peers.setdefault(str(event.peer), PeerStatus(str(event.peer), str(event.peer)))
+        status = self._status(event.peer)
         if status.state == event.state:
+            return
+        previous = status.state
+        if event.state == "down":
+            # RFC 4724 section 4.2: routes are kept only when the session ended without a
+            # NOTIFICATION and the peer's capability listed the family.
+            retain = (previous == "up" and not event.reason.startswith("notification")
+                      and f"{self.family} unicast" in status.restart_families)
+            self._session_down(event.peer, status, event.reason, retain)
             return
         status.state = event.state
         status.since = time.time()
         status.reason = event.reason
-        level = logging.WARNING if event.state == "down" else logging.INFO
-        log.log(level, "session %s node=%s peer=%s reason=%s", event.state, self.node,
-                event.peer, event.reason or "-")
+        log.info("session %s node=%s peer=%s", event.state, self.node, event.peer)
 
-    def _all_peers_sent_eor(self) -> bool:
-        assert self.rib is not None
-        family = "ipv4" if self.cfg.pod_cidr.version == 4 else "ipv6"
-        return all(self.rib.eor_seen(PeerId(p.address), family) for p in self.cfg.peers)
+    def _session_down(self, peer: PeerId, status: PeerStatus, reason: str, retain: bool) -> None:
+        assert self.rib is not None and self.fib is not None
+        status.state = "down"
+        status.since = time.time()
+        status.reason = reason
+        if retain:
+            restart_time = status.restart_time or self.cfg.restart_time
+            kept = self.rib.mark_stale(peer)
+            status.stale_until = time.monotonic() + restart_time
+            log.warning("session down node=%s peer=%s reason=%s routes kept as stale=%d for %d s",
+                        self.node, peer, reason or "-", kept, restart_time)
+            return
+        status.stale_until = None
+        log.warning("session down node=%s peer=%s reason=%s", self.node, peer, reason or "-")
+        self.fib.mark(self.rib.apply(PeerState(peer, "down", reason)))
+
+    def _on_end_of_rib(self, event: EndOfRib) -> None:
+        assert self.rib is not None and self.fib is not None
+        self.rib.apply(event)
+        log.info("end-of-rib received node=%s peer=%s family=%s", self.node, event.peer, event.afi)
+        status = self._status(event.peer)
+        if event.afi == self.family and status.stale_until is not None:
+            status.stale_until = None
+            self.fib.mark(self.rib.flush_stale(event.peer))
+        self.fib.wake()
 
     def send_command(self, line: str) -> bool:
         """Write one API command to ExaBGP; return False when no relay is connected."""
         if self._relay_writer is None:
             return False
         self._relay_writer.write(line.encode())
+        self._unacked.append(time.monotonic())
         return True
 
-    # -- route writing ---------------------------------------------------------
+    async def _wait_acked(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self._unacked and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
-    async def _write_routes(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if not self.swept and self._all_peers_sent_eor():
-                await self._sweep("every peer sent end-of-rib")
-            if not self.dirty:
-                continue
-            dirty, self.dirty = self.dirty, set()
-            desired = self._desired(dirty)
-            await self._apply(plan_routes(desired, self.kernel, prefixes=dirty))
+    # -- periodic work ---------------------------------------------------------
 
-    def _desired(self, prefixes: set[Prefix] | None) -> dict[Prefix, KernelRoute]:
+    async def _before_write(self) -> None:
+        assert self.fib is not None
+        if not self.fib.swept and self._all_peers_sent_eor():
+            await self.fib.sweep("every peer sent end-of-rib")
+
+    def _all_peers_sent_eor(self) -> bool:
         assert self.rib is not None
-        if prefixes is None:
-            return self.rib.desired()
-        desired = {}
-        for prefix in prefixes:
-            route = self.rib.desired_route(prefix)
-            if route is not None:
-                desired[prefix] = route
-        return desired
-
-    async def _apply(self, plan: Plan) -> None:
-        if not plan:
-            return
-        assert self._writer is not None
-        async with self._write_lock:
-            result = await asyncio.to_thread(self._writer.apply, plan)
-        self.counters.writes += 1
-        failed = {route.prefix for route, _, _ in result.failed}
-        for route, action, errno in result.failed:
-            self.counters.route_failures += 1
-            log.warning("route %s failed node=%s prefix=%s nexthop=%s errno=%d",
-                        action, self.node, route.prefix, _hops(route), errno)
-            # Retry at the next resync, which re-reads the kernel first.
-        for route in (*plan.add, *plan.replace):
-            if route.prefix not in failed:
-                self.kernel[route.prefix] = route
-        for route in plan.delete:
-            if route.prefix not in failed:
-                self.kernel.pop(route.prefix, None)
-        self.counters.routes_added += len(plan.add)
-        self.counters.routes_replaced += len(plan.replace)
-        self.counters.routes_deleted += len(plan.delete)
-        self._log_plan(plan, failed)
-
-    def _log_plan(self, plan: Plan, failed: set[Prefix]) -> None:
-        total = len(plan.add) + len(plan.replace) + len(plan.delete)
-        if total > ROUTE_LOG_LIMIT:
-            log.info("routes written node=%s installed=%d replaced=%d withdrawn=%d failed=%d",
-                     self.node, len(plan.add), len(plan.replace), len(plan.delete), len(failed))
-            return
-        for word, batch in (("installed", plan.add), ("replaced", plan.replace), ("withdrawn", plan.delete)):
-            for route in batch:
-                if route.prefix not in failed:
-                    log.info("route %s node=%s prefix=%s nexthop=%s", word, self.node,
-                             route.prefix, _hops(route))
+        return all(self.rib.eor_seen(PeerId(p.address), self.family) for p in self.cfg.peers)
 
     async def _resync(self) -> None:
+        assert self.fib is not None
         while True:
             await asyncio.sleep(self.cfg.resync_seconds)
-            await self.resync()
+            await self.fib.resync()
 
-    async def resync(self) -> None:
-        """Re-read the kernel's routes of our protocol and plan every prefix again."""
-        async with self._write_lock:
-            self.kernel = await asyncio.to_thread(routes.dump_routes, self.cfg.route_protocol)
-        plan = plan_routes(self._desired(None), self.kernel, delete_extra=self.swept)
-        if plan:
-            log.warning("resync repairs kernel routes node=%s add=%d replace=%d delete=%d",
-                        self.node, len(plan.add), len(plan.replace), len(plan.delete))
-        await self._apply(plan)
+    async def _timers(self) -> None:
+        """Expire stale routes of peers that did not come back, and the start-up sweep."""
+        assert self.rib is not None and self.fib is not None
+        sweep_at = time.monotonic() + self.cfg.restart_time
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            if not self.fib.swept and now >= sweep_at:
+                await self.fib.sweep(f"no end-of-rib from every peer within {self.cfg.restart_time} s")
+            for address, status in self.peers.items():
+                if status.stale_until is not None and now >= status.stale_until:
+                    status.stale_until = None
+                    peer = PeerId(ipaddress.ip_address(address))
+                    log.warning("restart time expired node=%s peer=%s stale=%d", self.node, peer,
+                                self.rib.stale_count(peer))
+                    self.fib.mark(self.rib.flush_stale(peer))
 
-    async def _sweep_after_grace(self) -> None:
-        await asyncio.sleep(self.cfg.startup_sweep_seconds)
-        if not self.swept:
-            await self._sweep(f"{self.cfg.startup_sweep_seconds:.0f} s after start")
-
-    async def _sweep(self, why: str) -> None:
-        self.swept = True
-        plan = plan_routes(self._desired(None), self.kernel, delete_extra=True)
-        stale = len(plan.delete)
-        log.info("sweeping unconfirmed routes node=%s reason=%r stale=%d", self.node, why, stale)
-        await self._apply(plan)
-
-    async def _remove_all_routes(self) -> None:
-        if self._writer is None or not self.kernel:
-            return
-        plan = plan_routes({}, self.kernel)
-        log.info("removing routes on stop node=%s count=%d", self.node, len(plan.delete))
-        with contextlib.suppress(Exception):
-            result = self._writer.apply(plan)
-            if result.failed:
-                log.warning("routes not removed on stop node=%s count=%d", self.node, len(result.failed))
-        self.kernel.clear()
-
-
-def _hops(route: KernelRoute) -> str:
-    return ",".join(str(hop) for hop in route.nexthops)
-
-
-def _ip(text: str) -> Address:
-    import ipaddress
-
-    return ipaddress.ip_address(text)
+    async def _watchdog(self) -> None:
+        """Restart an ExaBGP that stops acknowledging commands."""
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL)
+            if self._relay_writer is None:
+                continue
+            if not self._unacked:
+                self.send_command(commands.probe())
+                continue
+            waited = time.monotonic() - self._unacked[0]
+            if waited > WATCHDOG_TIMEOUT:
+                self.counters.watchdog_restarts += 1
+                log.warning("exabgp not responding node=%s waited=%.0f s, restarting it", self.node, waited)
+                self._unacked.clear()
+                await self.supervisor.restart()
 
 
 def socket_path(state_dir: Path) -> Path:
     return state_dir / SOCKET_NAME
+
+
+def read_pid(state_dir: Path) -> int | None:
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        return int((state_dir / PID_NAME).read_text().strip())
+    return None

@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="directory for runtime state; overrides state_dir in the config")
     agent.add_argument("--check", action="store_true",
                        help="validate the config, print it and exit without touching the host")
+    agent.add_argument("--drain", action="store_true",
+                       help="tell the running agent of this config to withdraw the pod CIDR, "
+                            "remove its routes and exit (for taking the node out of service)")
     agent.set_defaults(handler=_run_agent)
 
     status = commands.add_parser("status", help="print the running agent's sessions and routes")
@@ -72,6 +75,8 @@ def _run_agent(args: argparse.Namespace) -> int:
         import dataclasses
 
         cfg = dataclasses.replace(cfg, state_dir=args.state_dir)
+    if args.drain:
+        return _drain(cfg.state_dir)
     if args.check:
         print(f"config {args.config} is valid: node={cfg.node.name} pod_cidr={cfg.pod_cidr} "
               f"peers={len(cfg.peers)}")
@@ -80,6 +85,34 @@ def _run_agent(args: argparse.Namespace) -> int:
     from bgpnet.agent import run
 
     return run(cfg)
+
+
+def _drain(state_dir: Path) -> int:
+    import signal
+    import time
+
+    from bgpnet.agent import read_pid
+
+    pid = read_pid(state_dir)
+    if pid is None:
+        print(f"bgpnet: no running agent: {state_dir / 'agent.pid'} is missing", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        print(f"bgpnet: no running agent: process {pid} from {state_dir / 'agent.pid'} is gone",
+              file=sys.stderr)
+        return EXIT_FAILURE
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print(f"agent {pid} drained and stopped")
+            return 0
+        time.sleep(0.1)
+    print(f"bgpnet: agent {pid} did not stop within 30 s after the drain request", file=sys.stderr)
+    return EXIT_FAILURE
 
 
 def _show_status(args: argparse.Namespace) -> int:

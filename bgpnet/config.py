@@ -72,7 +72,10 @@ class AgentConfig:
     state_dir: Path = Path("/run/bgpnet")
     http_listen: tuple[str, int] | None = ("127.0.0.1", 9180)
     resync_seconds: float = 30.0
-    startup_sweep_seconds: float = 60.0
+    graceful_restart: bool = True
+    # RFC 4724 restart time, also the longest wait for End-of-RIB before routes found in
+    # the kernel at start, and not confirmed by a peer, are removed.
+    restart_time: int = 120
     exabgp_command: str = "exabgp"
 
     @property
@@ -101,7 +104,7 @@ def parse(data: Any) -> AgentConfig:
     """Validate a decoded YAML document into an AgentConfig."""
     doc = _mapping(data, "config", {
         "node", "pod_cidr", "cluster_cidr", "bridge", "peers", "route_protocol",
-        "state_dir", "http", "resync_seconds", "startup_sweep_seconds", "exabgp",
+        "state_dir", "http", "resync_seconds", "graceful_restart", "exabgp",
     })
     node = _node(_required(doc, "node", "config"))
     cluster_cidr = _network(_required(doc, "cluster_cidr", "config"), "cluster_cidr")
@@ -124,6 +127,8 @@ def parse(data: Any) -> AgentConfig:
     http = _mapping(doc.get("http", {}), "http", {"listen"})
     http_listen = _listen(http.get("listen", "127.0.0.1:9180"))
 
+    graceful = _graceful_restart(doc.get("graceful_restart", {}))
+
     exabgp = _mapping(doc.get("exabgp", {}), "exabgp", {"command"})
     exabgp_command = exabgp.get("command", "exabgp")
     if not isinstance(exabgp_command, str) or not exabgp_command:
@@ -140,8 +145,8 @@ def parse(data: Any) -> AgentConfig:
         state_dir=Path(state_dir),
         http_listen=http_listen,
         resync_seconds=_number(doc.get("resync_seconds", 30), "resync_seconds", 1, 3600),
-        startup_sweep_seconds=_number(doc.get("startup_sweep_seconds", 60),
-                                      "startup_sweep_seconds", 0, 3600),
+        graceful_restart=graceful["enabled"],
+        restart_time=graceful["restart_time"],
         exabgp_command=exabgp_command,
     )
 
@@ -183,6 +188,17 @@ def _pod_cidr(value: Any, cluster_cidr: Prefix) -> Prefix:
         raise ConfigError("pod_cidr", str(pod_cidr), "leaves no address for pods",
                           f"use a prefix length of at most /{max_len}")
     return pod_cidr
+
+
+def _graceful_restart(data: Any) -> dict[str, Any]:
+    doc = _mapping(data, "graceful_restart", {"enabled", "restart_time"})
+    enabled = doc.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError("graceful_restart.enabled", enabled, "is not true or false",
+                          "write enabled: true or enabled: false")
+    # The capability carries the restart time in 12 bits (RFC 4724 section 3).
+    restart_time = _integer(doc.get("restart_time", 120), "graceful_restart.restart_time", 1, 4095)
+    return {"enabled": enabled, "restart_time": restart_time}
 
 
 def _bridge(data: Any) -> BridgeConfig:

@@ -24,6 +24,7 @@ def status(agent: "Agent") -> dict[str, Any]:
     """Return the agent's state as plain data, for /status and ``bgpnet status``."""
     cfg = agent.cfg
     rib = agent.rib
+    fib = agent.fib
     now = time.time()
     peers = []
     for address, peer in sorted(agent.peers.items()):
@@ -35,6 +36,8 @@ def status(agent: "Agent") -> dict[str, Any]:
             "since_seconds": round(now - peer.since, 1),
             "reason": peer.reason,
             "routes_received": received,
+            "routes_stale": rib.stale_count(_peer_id(address)) if rib is not None else 0,
+            "graceful_restart_families": list(peer.restart_families),
         })
     return {
         "node": cfg.node.name,
@@ -50,13 +53,14 @@ def status(agent: "Agent") -> dict[str, Any]:
         },
         "peers": peers,
         "routes": {
-            "installed": len(agent.kernel),
+            "installed": len(fib.kernel) if fib is not None else 0,
             "desired": len(rib.desired()) if rib is not None else 0,
-            "pending": len(agent.dirty),
-            "swept": agent.swept,
+            "pending": len(fib.dirty) if fib is not None else 0,
+            "swept": fib.swept if fib is not None else False,
         },
         "rejected": dict(rib.rejected) if rib is not None else {},
-        "counters": vars(agent.counters),
+        "counters": {**vars(agent.counters), **(vars(fib.counters) if fib is not None else {}),
+                     "decoder_malformed": agent.decoder.stats.malformed},
     }
 
 

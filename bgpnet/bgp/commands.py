@@ -46,6 +46,11 @@ def withdraw_route(prefix: Prefix) -> str:
     return f"withdraw route {prefix}\n"
 
 
+def probe() -> str:
+    """Return a comment line: ExaBGP 5 acknowledges it with ``done`` and does nothing else."""
+    return "# bgpnet watchdog\n"
+
+
 def _check_prefix(prefix: object) -> None:
     if not isinstance(prefix, _PREFIX_TYPES):
         raise TypeError(f"prefix: expected an ipaddress network object, got {prefix!r}; "

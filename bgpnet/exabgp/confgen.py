@@ -74,11 +74,15 @@ def _neighbor(cfg: AgentConfig, peer: PeerConfig) -> list[str]:
         body.append(f'md5-password "{_quote(peer.md5_password)}";')
     if peer.passive:
         body.extend(["passive;", "listen 179;"])
+    if cfg.graceful_restart:
+        # Advertised for the one family the neighbor runs; ExaBGP lists the families of
+        # the neighbor in the capability.
+        body.append(f"capability {{ graceful-restart {cfg.restart_time}; }}")
     body.extend([
         f"family {{ {family} unicast; }}",
         f"static {{ route {cfg.pod_cidr} next-hop self; }}",
         f"api {{ processes [ {PROCESS_NAME} ]; neighbor-changes; "
-        "receive { parsed; update; notification; } }",
+        "receive { parsed; update; notification; open; } }",
     ])
     return [f"neighbor {peer.address} {{", *(f"    {line}" for line in body), "}"]
 

@@ -6,7 +6,10 @@ ExaBGP's own log output line by line until the process exits. An exit that the a
 did not ask for is an error: it is logged at WARNING and ExaBGP is started again after
 an exponential backoff (tenacity), which starts over once ExaBGP has stayed up for
 ``HEALTHY_SECONDS``. ``stop()`` sends SIGTERM to the group, waits ``STOP_TIMEOUT``
-seconds, then sends SIGKILL, and always reaps the child.
+seconds, then sends SIGKILL, and always reaps the child. On SIGTERM ExaBGP closes each
+session with a Cease NOTIFICATION, so peers flush our routes at once. For a graceful
+restart ``stop(graceful=True)`` sends SIGKILL instead: the sessions end without a
+NOTIFICATION, and peers that help with graceful restart keep our routes.
 
 ExaBGP's log output is drained continuously: a child blocked writing to a full pipe
 would stop answering BGP keepalives.
@@ -69,11 +72,16 @@ class Supervisor:
                 self.restarts += 1
                 log.warning("exabgp restarting node=%s restarts=%d", self._cfg.node.name, self.restarts)
 
-    async def stop(self) -> None:
-        """Stop ExaBGP: SIGTERM to its group, a bounded wait, then SIGKILL; always reap."""
+    async def stop(self, graceful: bool = False) -> None:
+        """Stop ExaBGP and reap it; ``graceful`` skips the Cease so peers keep our routes."""
         self._stopping = True
         process = self._process
         if process is None or process.returncode is not None:
+            return
+        if graceful:
+            _signal_group(process.pid, signal.SIGKILL)
+            await process.wait()
+            log.info("exabgp stopped without cease node=%s pid=%d", self._cfg.node.name, process.pid)
             return
         _signal_group(process.pid, signal.SIGTERM)
         try:
@@ -85,6 +93,12 @@ class Supervisor:
             await process.wait()
         log.info("exabgp stopped node=%s pid=%d status=%s", self._cfg.node.name, process.pid,
                  process.returncode)
+
+    async def restart(self) -> None:
+        """Kill a running ExaBGP; ``run()`` starts it again as after a crash."""
+        process = self._process
+        if process is not None and process.returncode is None:
+            _signal_group(process.pid, signal.SIGKILL)
 
     async def _run_once(self, exabgp: str, config_file: Path) -> None:
         if self._stopping:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bgpnet.bgp import commands
 from bgpnet.bgp.commands import announce_route, withdraw_route
 
 RECORD_SCRIPT = Path(__file__).resolve().parents[1] / "fixtures" / "exabgp" / "record.sh"
@@ -66,3 +67,9 @@ def test_invalid_input(label, call, error):
 def test_error_names_value():
     with pytest.raises(ValueError, match="fd77::11"):
         announce_route(ip_network("10.244.1.0/24"), ip_address("fd77::11"))
+
+
+def test_probe_is_comment():
+    line = commands.probe()
+    assert line.startswith("#")
+    assert line.endswith("\n")

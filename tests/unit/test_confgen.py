@@ -56,6 +56,23 @@ def test_api_children_run_as_root():
     assert env["exabgp.daemon.user"] == "root"
 
 
+def test_graceful_restart_capability():
+    text = confgen.render_config(make_config(), RELAY)
+    assert "capability { graceful-restart 120; }" in text
+
+
+def test_graceful_restart_disabled():
+    doc = copy.deepcopy(VALID)
+    doc["graceful_restart"] = {"enabled": False}
+    text = confgen.render_config(config.parse(doc), RELAY)
+    assert "graceful-restart" not in text
+
+
+def test_open_messages_received():
+    text = confgen.render_config(make_config(), RELAY)
+    assert "receive { parsed; update; notification; open; }" in text
+
+
 def test_md5_password_rendered():
     text = confgen.render_config(make_config(md5_password="s3cret key"), RELAY)
     assert 'md5-password "s3cret key";' in text

@@ -82,6 +82,12 @@ BAD = [
     ("http listen name", "http", {"listen": "localhost:9180"}, "http.listen", "not host:port"),
     ("http listen port", "http", {"listen": "127.0.0.1:70000"}, "http.listen", "port out of range"),
     ("resync zero", "resync_seconds", 0, "resync_seconds", "out of range"),
+    ("restart time zero", "graceful_restart", {"restart_time": 0}, "graceful_restart.restart_time",
+     "out of range"),
+    ("restart time 12 bits", "graceful_restart", {"restart_time": 4096}, "graceful_restart.restart_time",
+     "out of range"),
+    ("graceful restart string", "graceful_restart", {"enabled": "yes"}, "graceful_restart.enabled",
+     "not true or false"),
 ]
 
 

@@ -1,0 +1,178 @@
+"""Keep the kernel's routes of our protocol equal to the RIB's desired routes.
+
+Theory of operation: the agent marks prefixes dirty as events change them and calls
+``wake()``. ``run()`` takes the whole dirty set at once, asks the RIB for those
+prefixes' desired routes, plans them against ``kernel`` (what the agent knows is in
+the kernel) and applies the plan in a worker thread. Changes that arrive during a
+write land in the next dirty set, so many changes to one prefix coalesce into one
+kernel write.
+
+``kernel`` starts from a dump of the kernel's routes of our protocol. Such routes, left
+by an earlier run of the agent, are kept until ``sweep()``: only then are routes that
+no peer confirmed deleted. ``resync()`` re-reads the kernel and plans every prefix,
+which repairs routes that someone else removed or changed.
+
+Rules: the route writer is the only code that changes routes, and it only ever
+changes routes of our protocol. A failed route is logged with its errno and retried
+by the next resync, which starts from a fresh dump.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bgpnet.kernel import routes
+from bgpnet.kernel.plan import Plan, plan_routes
+from bgpnet.model import KernelRoute, Prefix
+
+log = logging.getLogger("bgpnet.fib")
+
+# Per-route INFO lines up to this many changes in one write; above it one summary line,
+# and the per-route lines go to DEBUG.
+ROUTE_LOG_LIMIT = 100
+
+
+@dataclass
+class FibCounters:
+    writes: int = 0
+    routes_added: int = 0
+    routes_replaced: int = 0
+    routes_deleted: int = 0
+    route_failures: int = 0
+
+
+class FibSync:
+    def __init__(self, node: str, protocol: int,
+                 desired_route: Callable[[Prefix], KernelRoute | None],
+                 desired_all: Callable[[], dict[Prefix, KernelRoute]]) -> None:
+        self.node = node
+        self.protocol = protocol
+        self._desired_route = desired_route
+        self._desired_all = desired_all
+        self.kernel: dict[Prefix, KernelRoute] = {}
+        self.dirty: set[Prefix] = set()
+        self.swept = False
+        self.counters = FibCounters()
+        self._writer: routes.RouteWriter | None = None
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    def open(self) -> int:
+        """Open the route writer and read our routes already in the kernel; return their count."""
+        self._writer = routes.RouteWriter(self.protocol)
+        self.kernel = routes.dump_routes(self.protocol)
+        return len(self.kernel)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def mark(self, prefixes: set[Prefix]) -> None:
+        if prefixes:
+            self.dirty |= prefixes
+            self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, before_write: Callable[[], object] | None = None) -> None:
+        """Write dirty prefixes as they come, until cancelled."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if before_write is not None:
+                result = before_write()
+                if asyncio.iscoroutine(result):
+                    await result
+            if not self.dirty:
+                continue
+            dirty, self.dirty = self.dirty, set()
+            desired = {}
+            for prefix in dirty:
+                route = self._desired_route(prefix)
+                if route is not None:
+                    desired[prefix] = route
+            await self.apply(plan_routes(desired, self.kernel, prefixes=dirty))
+
+    async def resync(self) -> None:
+        """Re-read the kernel's routes of our protocol and plan every prefix again."""
+        async with self._lock:
+            self.kernel = await asyncio.to_thread(routes.dump_routes, self.protocol)
+        plan = plan_routes(self._desired_all(), self.kernel, delete_extra=self.swept)
+        if plan:
+            log.warning("resync repairs kernel routes node=%s add=%d replace=%d delete=%d",
+                        self.node, len(plan.add), len(plan.replace), len(plan.delete))
+        await self.apply(plan)
+
+    async def sweep(self, why: str) -> None:
+        """Delete the routes that were in the kernel at start and that no peer confirmed."""
+        if self.swept:
+            return
+        self.swept = True
+        plan = plan_routes(self._desired_all(), self.kernel, delete_extra=True)
+        log.info("sweeping unconfirmed routes node=%s reason=%r stale=%d",
+                 self.node, why, len(plan.delete))
+        await self.apply(plan)
+
+    async def apply(self, plan: Plan) -> None:
+        if not plan:
+            return
+        assert self._writer is not None
+        async with self._lock:
+            result = await asyncio.to_thread(self._writer.apply, plan)
+        self._record(plan, result)
+
+    def remove_all(self) -> int:
+        """Delete every route of ours that the agent knows of; return how many failed.
+
+        Synchronous, for shutdown, when the event loop is closing.
+        """
+        if self._writer is None or not self.kernel:
+            return 0
+        plan = plan_routes({}, self.kernel)
+        log.info("removing routes node=%s count=%d", self.node, len(plan.delete))
+        result = self._writer.apply(plan)
+        self._record(plan, result)
+        return len(result.failed)
+
+    def _record(self, plan: Plan, result: routes.ApplyResult) -> None:
+        counters = self.counters
+        counters.writes += 1
+        failed = {route.prefix for route, _, _ in result.failed}
+        for route, action, errno in result.failed:
+            counters.route_failures += 1
+            log.warning("route %s failed node=%s prefix=%s nexthop=%s errno=%d",
+                        action, self.node, route.prefix, hops(route), errno)
+        for route in (*plan.add, *plan.replace):
+            if route.prefix not in failed:
+                self.kernel[route.prefix] = route
+        for route in plan.delete:
+            if route.prefix not in failed:
+                self.kernel.pop(route.prefix, None)
+        counters.routes_added += result.added
+        counters.routes_replaced += result.replaced
+        counters.routes_deleted += result.deleted
+        self._log(plan, failed)
+
+    def _log(self, plan: Plan, failed: set[Prefix]) -> None:
+        total = len(plan)
+        per_route = logging.INFO if total <= ROUTE_LOG_LIMIT else logging.DEBUG
+        if total > ROUTE_LOG_LIMIT:
+            log.info("routes written node=%s installed=%d replaced=%d withdrawn=%d failed=%d",
+                     self.node, len(plan.add), len(plan.replace), len(plan.delete), len(failed))
+        if not log.isEnabledFor(per_route):
+            return
+        for word, batch in (("installed", plan.add), ("replaced", plan.replace),
+                            ("withdrawn", plan.delete)):
+            for route in batch:
+                if route.prefix not in failed:
+                    log.log(per_route, "route %s node=%s prefix=%s nexthop=%s", word, self.node,
+                            route.prefix, hops(route))
+
+
+def hops(route: KernelRoute) -> str:
+    return ",".join(str(hop) for hop in route.nexthops)
