@@ -6,8 +6,8 @@ Theory of operation:
    and a dump of our routes already in the kernel. The config was validated before
    this point; a setup error stops the agent before ExaBGP starts.
 2. One ``TaskGroup`` owns every task: the ExaBGP supervisor, the route writer
-   (``FibSync.run``), the periodic resync, the stale-route timers, the watchdog and the
-   HTTP API. The relay listener's connection handler belongs to the asyncio server.
+   (``FibSync.run``), the periodic resync, the stale-route timers, the watchdog, the
+   HTTP API and the control socket of the CNI plugin. The relay listener's connection handler belongs to the asyncio server.
 3. The relay connection is read continuously. Each chunk is decoded into events and
    applied to the RIB, which is cheap and pure, and the touched prefixes are marked
    dirty. Reading never waits for netlink, so ExaBGP is never blocked by the kernel.
@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bgpnet import nodestate
+from bgpnet.api.control import serve_control
 from bgpnet.bgp import commands
 from bgpnet.bgp.decoder import Decoder
 from bgpnet.bgp.policy import ImportPolicy
@@ -164,6 +165,7 @@ class Agent:
                     from bgpnet.api.http import serve
 
                     workers.append(tasks.create_task(serve(self)))
+                workers.append(tasks.create_task(serve_control(self)))
                 stop_waiter = tasks.create_task(self._stop.wait())
                 await asyncio.wait([supervisor_task, stop_waiter], return_when=asyncio.FIRST_COMPLETED)
                 await self._shutdown()
