@@ -46,8 +46,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
 	touch $@
 
+# Quick mode (10,000 /24, a few minutes) by default; FULL=1 runs the whole matrix.
 bench: deps
-	$(BIN)/python bench/route_writer.py
+	$(BIN)/python -m bench.run $(if $(FULL),--full)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

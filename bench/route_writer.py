@@ -82,6 +82,27 @@ def insert_route_writer(ns: str, nets: list[ipaddress.IPv4Network]) -> None:
         raise RuntimeError(f"RouteWriter: {len(result.failed)} routes failed, first {result.failed[0]}")
 
 
+def delete_ip_batch(ns: str, nets: list[ipaddress.IPv4Network]) -> None:
+    with tempfile.NamedTemporaryFile("w", suffix=".batch") as batch:
+        batch.writelines(f"route del {net} proto {PROTOCOL}\n" for net in nets)
+        batch.flush()
+        run("ip", "-n", ns, "-batch", batch.name)
+
+
+def delete_route_writer(ns: str, nets: list[ipaddress.IPv4Network]) -> None:
+    gateway = ipaddress.ip_address(GATEWAY)
+    routes = tuple(KernelRoute(prefix=net, nexthops=(gateway,)) for net in nets)
+    pushns(ns)
+    try:
+        writer = RouteWriter(PROTOCOL)
+    finally:
+        popns()
+    with writer:
+        result = writer.apply(Plan(delete=routes))
+    if result.failed:
+        raise RuntimeError(f"RouteWriter: {len(result.failed)} deletes failed, first {result.failed[0]}")
+
+
 def insert_pyroute2(ns: str, nets: list[ipaddress.IPv4Network]) -> None:
     flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
     with IPRoute(netns=ns) as ipr:
