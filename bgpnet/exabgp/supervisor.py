@@ -11,6 +11,11 @@ session with a Cease NOTIFICATION, so peers flush our routes at once. For a grac
 restart ``stop(graceful=True)`` sends SIGKILL instead: the sessions end without a
 NOTIFICATION, and peers that help with graceful restart keep our routes.
 
+ExaBGP is started with the parent-death signal set to SIGKILL (``PR_SET_PDEATHSIG``), so
+an agent killed with SIGKILL takes ExaBGP down with it. An orphaned ExaBGP would keep
+its sessions and collide with the next agent's ExaBGP, and the peer would reset both.
+Dying by SIGKILL sends no Cease, so peers treat it as a graceful restart.
+
 ExaBGP's log output is drained continuously: a child blocked writing to a full pipe
 would stop answering BGP keepalives.
 """
@@ -18,6 +23,7 @@ would stop answering BGP keepalives.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import shutil
@@ -35,6 +41,8 @@ log = logging.getLogger("bgpnet.exabgp")
 
 STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL
 HEALTHY_SECONDS = 60.0  # a run this long resets the restart backoff
+PR_SET_PDEATHSIG = 1  # include/uapi/linux/prctl.h
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here, not in the forked child
 
 
 class _HealthyExit(Exception):
@@ -114,6 +122,7 @@ class Supervisor:
                 stderr=asyncio.subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         except OSError as exc:
             raise ExaBGPError(f"starting {exabgp} failed: {exc}") from exc
@@ -165,6 +174,14 @@ def resolve_command(command: str) -> str:
         return str(beside)
     raise ExaBGPError(f"exabgp command {command!r} not found on PATH or in {beside.parent}; "
                       "install exabgp or set exabgp.command in the config")
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this child (ExaBGP, before exec) when the agent dies."""
+    # Runs in the forked child, which has only the thread that forked it: the event
+    # loop's thread, which lives as long as the agent.
+    if _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        os._exit(127)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
