@@ -22,8 +22,10 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import signal
 import socket
 import struct
 from functools import partial
@@ -107,7 +109,7 @@ async def _run_cni(agent: "Agent", request: dict) -> dict[str, Any]:
     try:
         cni_request = netconf.parse_request(env, stdin)
         if cni_request.command == "VERSION":
-            return {"ok": True, "result": result.version_dict(netconf.SUPPORTED_VERSIONS)}
+            return {"ok": True, "result": result.version_dict()}
         from bgpnet.cni import commands
 
         output = await asyncio.to_thread(commands.execute, cni_request, node_state(agent),
@@ -116,17 +118,18 @@ async def _run_cni(agent: "Agent", request: dict) -> dict[str, Any]:
         log.warning("cni request failed node=%s command=%s container_id=%s code=%d error=%s",
                     agent.node, env.get("CNI_COMMAND"), env.get("CNI_CONTAINERID", "-"),
                     exc.code, exc)
-        return _error(exc.code, exc.msg, exc.details)
+        return {"ok": False, "error": exc.to_dict(result.answer_version(stdin))}
     except Exception as exc:  # the plugin must get an answer; the agent keeps running
         log.exception("cni request crashed node=%s command=%s container_id=%s",
                       agent.node, env.get("CNI_COMMAND"), env.get("CNI_CONTAINERID", "-"))
         return _error(result.INTERNAL, "agent failed on a CNI request",
-                      f"{type(exc).__name__}: {exc}")
+                      f"{type(exc).__name__}: {exc}", result.answer_version(stdin))
     return {"ok": True, "result": output}
 
 
-def _error(code: int, msg: str, details: str = "") -> dict[str, Any]:
-    return {"ok": False, "error": {"code": code, "msg": msg, "details": details}}
+def _error(code: int, msg: str, details: str = "",
+           version: str = result.SUPPORTED_VERSIONS[-1]) -> dict[str, Any]:
+    return {"ok": False, "error": result.error_dict(version, code, msg, details)}
 
 
 def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
@@ -135,3 +138,44 @@ def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
         return None
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
     return _UCRED.unpack(raw)[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Set up the node as the agent does and serve only the control socket, without BGP.
+
+    For tests and benchmarks of the CNI plugin's fast path. Run it inside the node's
+    network namespace; SIGTERM or SIGINT stops it.
+    """
+    import argparse
+    import dataclasses
+    from pathlib import Path
+
+    from bgpnet.agent import Agent
+    from bgpnet.config import load_file
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bgpnet.api.control",
+        description="Set up the node bridge and serve the CNI control socket, without BGP.")
+    parser.add_argument("--config", required=True, type=Path, help="agent config file")
+    parser.add_argument("--state-dir", required=True, type=Path,
+                        help="directory for node.json and leases; overrides the config")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+    cfg = dataclasses.replace(load_file(args.config), state_dir=args.state_dir)
+    agent = Agent(cfg)
+    agent.setup_node()
+
+    async def serve_until_signal() -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await serve_control(agent)
+
+    asyncio.run(serve_until_signal())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

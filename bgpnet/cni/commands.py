@@ -26,7 +26,7 @@ from pathlib import Path
 from bgpnet.cni import attach, check, result
 from bgpnet.cni.ipam import LeaseStore
 from bgpnet.cni.netconf import CniRequest, NetConf
-from bgpnet.cni.result import AddResult, CniError
+from bgpnet.cni.result import CniError
 from bgpnet.errors import BgpnetError, NetlinkError
 from bgpnet.kernel import links
 from bgpnet.nodestate import NodeState
@@ -85,12 +85,11 @@ def _add(request: CniRequest, node: NodeState | None, state_dir: Path) -> dict:
     attachment = attach.add_pod(node, leases, request.container_id, request.netns,
                                 request.ifname)
     macs = links.link_macs(node.bridge, attachment.host_ifname)
-    added = AddResult(bridge=node.bridge, bridge_mac=macs[node.bridge] or "",
-                      host_ifname=attachment.host_ifname,
-                      host_mac=macs[attachment.host_ifname] or "", ifname=request.ifname,
-                      mac=attachment.mac, sandbox=request.netns, address=attachment.address,
-                      gateway=attachment.gateway)
-    return added.to_dict(request.version)
+    return result.add_result_dict(
+        request.version, bridge=node.bridge, bridge_mac=macs[node.bridge] or "",
+        host_ifname=attachment.host_ifname, host_mac=macs[attachment.host_ifname] or "",
+        ifname=request.ifname, mac=attachment.mac, sandbox=request.netns,
+        address=attachment.address, gateway=attachment.gateway)
 
 
 def _del(request: CniRequest, node: NodeState | None, state_dir: Path) -> None:

@@ -32,10 +32,9 @@ from dataclasses import dataclass
 
 from bgpnet.cni import result
 from bgpnet.cni.ipam import validate_container_id, validate_ifname
-from bgpnet.cni.result import CniError
+from bgpnet.cni.result import SUPPORTED_VERSIONS, CniError
 from bgpnet.errors import LeaseError
 
-SUPPORTED_VERSIONS = ("0.4.0", "1.0.0", "1.1.0")
 COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")
 # Commands that the CNI spec added in 1.1.0.
 COMMANDS_SINCE_1_1 = ("GC", "STATUS")

@@ -28,10 +28,12 @@ import json
 import os
 import sys
 
-from bgpnet.cni import agent_client, netconf, result
+from bgpnet.cni import agent_client, result
 from bgpnet.cni.result import CniError
 
 DEFAULT_STATE_DIR = "/run/bgpnet"
+# Commands the agent runs; VERSION and malformed calls are answered here.
+AGENT_COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS")
 
 
 def main() -> int:
@@ -45,16 +47,24 @@ def main() -> int:
 
 
 def run(environ, stdin: str) -> tuple[int, dict | None]:
-    """Run one plugin call; return the exit status and the JSON object to print, if any."""
-    version = _answer_version(stdin)
+    """Run one plugin call; return the exit status and the JSON object to print, if any.
+
+    The fast path sends the raw environment and config to the agent, which validates
+    them itself, so ``netconf`` is imported only for VERSION and the direct path.
+    """
+    version = result.answer_version(stdin)
     try:
+        if environ.get("CNI_COMMAND") in AGENT_COMMANDS:
+            reply = agent_client.call({"op": "cni", "env": cni_environment(environ),
+                                       "stdin": stdin})
+            if reply is not None:
+                return _from_reply(reply)
+        from bgpnet.cni import netconf
+
         request = netconf.parse_request(environ, stdin)
         if request.command == "VERSION":
-            return 0, result.version_dict(netconf.SUPPORTED_VERSIONS)
-        reply = agent_client.call({"op": "cni", "env": cni_environment(environ), "stdin": stdin})
-        if reply is None:
-            return 0, _run_direct(request)
-        return _from_reply(reply, request.version)
+            return 0, result.version_dict()
+        return 0, _run_direct(request)
     except CniError as exc:
         return 1, exc.to_dict(version)
     except agent_client.AgentUnavailable as exc:
@@ -71,7 +81,7 @@ def cni_environment(environ) -> dict[str, str]:
     return {key: value for key, value in environ.items() if key.startswith("CNI_")}
 
 
-def _run_direct(request: netconf.CniRequest) -> dict | None:
+def _run_direct(request: "netconf.CniRequest") -> dict | None:
     """Run the request in this process, with the node state read from the state directory."""
     import logging
     from pathlib import Path
@@ -92,24 +102,15 @@ def _run_direct(request: netconf.CniRequest) -> dict | None:
     return commands.execute(request, state, state_dir)
 
 
-def _from_reply(reply: dict, version: str) -> tuple[int, dict | None]:
+def _from_reply(reply: dict) -> tuple[int, dict | None]:
+    """Turn the agent's reply into the exit status and output; the agent set cniVersion."""
     if reply.get("ok") is True:
         return 0, reply.get("result")
     error = reply.get("error")
     if isinstance(error, dict) and isinstance(error.get("code"), int):
-        return 1, result.error_dict(version, error["code"], str(error.get("msg", "")),
-                                    str(error.get("details", "")))
+        return 1, error
     raise agent_client.AgentUnavailable(f"agent sent a reply without result or error: "
                                         f"{str(reply)[:200]}")
-
-
-def _answer_version(stdin: str) -> str:
-    """Return the config's cniVersion when it is supported, else the newest one, for errors."""
-    try:
-        version = json.loads(stdin).get("cniVersion")
-    except (ValueError, AttributeError):
-        version = None
-    return version if version in netconf.SUPPORTED_VERSIONS else netconf.SUPPORTED_VERSIONS[-1]
 
 
 if __name__ == "__main__":

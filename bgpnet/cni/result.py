@@ -1,8 +1,8 @@
 """The CNI plugin's output: results, errors and the version report, as JSON-ready dicts.
 
 Role: the only place that knows the shape of what the plugin prints, so the direct
-path and the agent's control socket print the same bytes. Pure: no I/O, standard
-library only.
+path and the agent's control socket print the same bytes. Pure: no I/O. The plugin
+imports it on every call, so it imports only ``json`` at run time.
 
 The shapes follow the CNI spec 1.1.0 ("Result", "Error", "Version"). Results for
 cniVersion 0.4.0 also carry ``version`` ("4" or "6") in each IP entry, which 1.0.0
@@ -13,8 +13,14 @@ entry points at the container end by index.
 
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import dataclass
+import json
+
+# typing costs about 4 ms to import; type checkers treat this constant like typing's.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ipaddress
+
+SUPPORTED_VERSIONS = ("0.4.0", "1.0.0", "1.1.0")
 
 # Error codes of the CNI spec ("Error" section); 1-99 are reserved for the spec.
 INCOMPATIBLE_VERSION = 1
@@ -46,37 +52,26 @@ class CniError(Exception):
         return error_dict(version, self.code, self.msg, self.details)
 
 
-@dataclass(frozen=True)
-class AddResult:
-    """What ADD made: one veth pair on a bridge and one address in the container."""
-
-    bridge: str
-    bridge_mac: str
-    host_ifname: str
-    host_mac: str
-    ifname: str
-    mac: str
-    sandbox: str
-    address: ipaddress.IPv4Interface | ipaddress.IPv6Interface
-    gateway: ipaddress.IPv4Address | ipaddress.IPv6Address
-
-    def to_dict(self, version: str) -> dict:
-        """Return the spec's result object for ``version``."""
-        ip = {"address": str(self.address), "gateway": str(self.gateway), "interface": 2}
-        if version == "0.4.0":
-            ip = {"version": str(self.address.version), **ip}
-        default = "0.0.0.0/0" if self.address.version == 4 else "::/0"
-        return {
-            "cniVersion": version,
-            "interfaces": [
-                {"name": self.bridge, "mac": self.bridge_mac},
-                {"name": self.host_ifname, "mac": self.host_mac},
-                {"name": self.ifname, "mac": self.mac, "sandbox": self.sandbox},
-            ],
-            "ips": [ip],
-            "routes": [{"dst": default, "gw": str(self.gateway)}],
-            "dns": {},
-        }
+def add_result_dict(version: str, *, bridge: str, bridge_mac: str, host_ifname: str,
+                    host_mac: str, ifname: str, mac: str, sandbox: str,
+                    address: ipaddress.IPv4Interface | ipaddress.IPv6Interface,
+                    gateway: ipaddress.IPv4Address | ipaddress.IPv6Address) -> dict:
+    """Return the spec's ADD result for one veth pair on a bridge with one address."""
+    ip = {"address": str(address), "gateway": str(gateway), "interface": 2}
+    if version == "0.4.0":
+        ip = {"version": str(address.version), **ip}
+    default = "0.0.0.0/0" if address.version == 4 else "::/0"
+    return {
+        "cniVersion": version,
+        "interfaces": [
+            {"name": bridge, "mac": bridge_mac},
+            {"name": host_ifname, "mac": host_mac},
+            {"name": ifname, "mac": mac, "sandbox": sandbox},
+        ],
+        "ips": [ip],
+        "routes": [{"dst": default, "gw": str(gateway)}],
+        "dns": {},
+    }
 
 
 def error_dict(version: str, code: int, msg: str, details: str = "") -> dict:
@@ -87,6 +82,15 @@ def error_dict(version: str, code: int, msg: str, details: str = "") -> dict:
     return error
 
 
-def version_dict(supported: tuple[str, ...]) -> dict:
+def version_dict() -> dict:
     """Return the VERSION report, written in the newest supported version."""
-    return {"cniVersion": supported[-1], "supportedVersions": list(supported)}
+    return {"cniVersion": SUPPORTED_VERSIONS[-1], "supportedVersions": list(SUPPORTED_VERSIONS)}
+
+
+def answer_version(config_text: str) -> str:
+    """Return the config's cniVersion when it is supported, else the newest, for errors."""
+    try:
+        version = json.loads(config_text).get("cniVersion")
+    except (ValueError, AttributeError):
+        version = None
+    return version if version in SUPPORTED_VERSIONS else SUPPORTED_VERSIONS[-1]
