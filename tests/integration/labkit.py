@@ -352,3 +352,265 @@ def report(record_property, name: str, value) -> None:
     """Record a measurement in the JUnit XML and print it, for the test output."""
     record_property(name, value)
     print(f"MEASURED {name}={value}")
+
+
+# -- one agent node and one peer namespace on a veth pair ----------------------------
+
+
+@dataclass(frozen=True)
+class Family:
+    """Addresses of a node/peer pair in one family."""
+
+    version: int
+    node: str
+    peer: str
+    peer_extra: str  # a second peer address, a next hop the source may announce
+    prefixlen: int
+    pod_cidr: str
+    cluster_cidr: str
+
+    @property
+    def flag(self) -> str:
+        return f"-{self.version}"
+
+
+IPV4 = Family(4, "192.168.50.1", "192.168.50.2", "192.168.50.3", 24,
+              "10.244.1.0/24", "10.244.0.0/16")
+IPV6 = Family(6, "fd00:50::1", "fd00:50::2", "fd00:50::3", 64,
+              "fd00:10:244:1::/64", "fd00:10:244::/48")
+
+
+@dataclass
+class AgentNode:
+    """An agent in namespace ``namespace`` peering with one peer in ``peer_namespace``."""
+
+    namespace: str
+    peer_namespace: str
+    directory: Path
+    family: Family
+    process: subprocess.Popen | None = None
+
+    @property
+    def state_dir(self) -> Path:
+        return self.directory / "state"
+
+    @property
+    def config_path(self) -> Path:
+        return self.directory / "agent.yaml"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "agent.log"
+
+    def write_config(self, peer_asn: int = 64513, hold_time: int = 9, restart_time: int = 120,
+                     **extra) -> None:
+        family = self.family
+        config = {
+            "node": {"name": "node", "address": family.node, "asn": 64512,
+                     "router_id": "192.168.50.1"},
+            "pod_cidr": family.pod_cidr,
+            "cluster_cidr": family.cluster_cidr,
+            "peers": [{"name": "peer", "address": family.peer, "asn": peer_asn,
+                       "hold_time": hold_time}],
+            "state_dir": str(self.state_dir),
+            "http": {"listen": None},
+            "graceful_restart": {"enabled": True, "restart_time": restart_time},
+            **extra,
+        }
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def start(self, argv: list[str] | None = None) -> subprocess.Popen:
+        """Start the agent (or ``argv`` followed by the agent's arguments); wait for node.json."""
+        (self.state_dir / "node.json").unlink(missing_ok=True)
+        command = argv or [str(BIN_DIR / "bgpnet")]
+        env = {**os.environ, "PATH": f"{BIN_DIR}:{os.environ.get('PATH', '/usr/sbin:/usr/bin')}"}
+        with open(self.log_path, "ab") as log_file:
+            self.process = subprocess.Popen(
+                ["ip", "netns", "exec", self.namespace, *command, "agent",
+                 "--config", str(self.config_path), "--state-dir", str(self.state_dir)],
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                cwd=REPO, start_new_session=True)
+        process = self.process
+        assert poll(lambda: (self.state_dir / "node.json").exists() or process.poll() is not None,
+                    30.0)
+        assert process.poll() is None, f"agent exited: {self.log_tail()}"
+        return process
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+    def log_tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return "(no log)"
+
+    def log_lines(self, pattern: str) -> list[str]:
+        with contextlib.suppress(OSError):
+            text = self.log_path.read_text(errors="replace")
+            return [line for line in text.splitlines() if re.search(pattern, line)]
+        return []
+
+    def learned(self) -> dict[str, tuple[str, ...]]:
+        return learned(self.namespace, self.family.flag)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def agent_pair(netns: Callable[..., str], directory: Path, family: Family = IPV4) -> AgentNode:
+    """Create a node and a peer namespace joined by a veth pair; return the (stopped) node."""
+    node = netns("bgpt")
+    peer = netns("bgpt")
+    veth = f"bgpt{secrets.token_hex(3)}"
+    run(["ip", "link", "add", veth, "netns", node, "type", "veth", "peer", "name", "eth0",
+         "netns", peer])
+    run(["ip", "-n", node, "link", "set", veth, "name", "eth0"])
+    nodad = ["nodad"] if family.version == 6 else []
+    run(["ip", "-n", node, "addr", "add", f"{family.node}/{family.prefixlen}", "dev", "eth0", *nodad])
+    for address in (family.peer, family.peer_extra):
+        run(["ip", "-n", peer, "addr", "add", f"{address}/{family.prefixlen}", "dev", "eth0", *nodad])
+    for namespace in (node, peer):
+        run(["ip", "-n", namespace, "link", "set", "eth0", "up"])
+    directory.mkdir(parents=True, exist_ok=True)
+    return AgentNode(namespace=node, peer_namespace=peer, directory=directory, family=family)
+
+
+# -- BGP peers that run in the peer namespace ---------------------------------------
+
+
+@dataclass
+class Bird:
+    """BIRD 2 in the peer namespace, exporting static routes to the agent over eBGP."""
+
+    node: AgentNode
+    statics: dict[str, tuple[list[str], bool]]  # name -> (prefixes, enabled at start)
+    process: subprocess.Popen | None = None
+
+    @property
+    def control(self) -> Path:
+        return self.node.directory / "bird.ctl"
+
+    def start(self) -> None:
+        family = self.node.family
+        channel = f"ipv{family.version}"
+        lines = ['router id 192.168.50.2;', 'protocol device {}']
+        for name, (prefixes, enabled) in self.statics.items():
+            lines.append(f"protocol static {name} {{")
+            lines.append(f"  {channel};")
+            if not enabled:
+                lines.append("  disabled;")
+            lines += [f"  route {prefix} blackhole;" for prefix in prefixes]
+            lines.append("}")
+        lines += [
+            "protocol bgp agent {",
+            f"  local {family.peer} as 64513;",
+            f"  neighbor {family.node} as 64512;",
+            "  passive on;",
+            f"  {channel} {{ import none; export all; }};",
+            "}",
+        ]
+        config = self.node.directory / "bird.conf"
+        config.write_text("\n".join(lines) + "\n")
+        self.process = subprocess.Popen(
+            ["ip", "netns", "exec", self.node.peer_namespace, "bird", "-f", "-c", str(config),
+             "-s", str(self.control), "-P", str(self.node.directory / "bird.pid")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        assert poll(self.control.exists, 10.0), "BIRD did not open its control socket"
+
+    def birdc(self, *command: str) -> str:
+        return run(["birdc", "-s", str(self.control), *command]).stdout
+
+    def established(self) -> bool:
+        return "Established" in self.birdc("show", "protocols", "all", "agent")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@dataclass
+class ExaBGPSource:
+    """ExaBGP in the peer namespace, sending the API commands of ``commands`` once up.
+
+    ``exabgp_source.py`` is its API program: it writes the commands after the session
+    is up and appends every session state message to ``states`` (the peer's own view).
+    """
+
+    node: AgentNode
+    commands: list[str]
+    hold_time: int = 9
+    process: subprocess.Popen | None = None
+
+    @property
+    def states(self) -> Path:
+        return self.node.directory / "source-states.jsonl"
+
+    @property
+    def done(self) -> Path:
+        return self.node.directory / "source-done"
+
+    def start(self) -> None:
+        family = self.node.family
+        directory = self.node.directory
+        (directory / "source-commands.txt").write_text("".join(f"{line}\n" for line in self.commands))
+        program = [sys.executable, str(Path(__file__).with_name("exabgp_source.py")),
+                   str(directory / "source-commands.txt"), str(self.states), str(self.done)]
+        config = directory / "source.conf"
+        config.write_text("\n".join([
+            "process source {",
+            f"    run {' '.join(program)};",
+            "    encoder json;",
+            "}",
+            f"neighbor {family.node} {{",
+            "    router-id 192.168.50.2;",
+            f"    local-address {family.peer};",
+            "    local-as 64513;",
+            "    peer-as 64512;",
+            f"    hold-time {self.hold_time};",
+            "    passive;",
+            "    listen 179;",
+            f"    family {{ ipv{family.version} unicast; }}",
+            "    api { processes [ source ]; neighbor-changes; }",
+            "}",
+        ]) + "\n")
+        env = {**os.environ, "exabgp.daemon.user": "root", "exabgp.api.cli": "false",
+               "exabgp.api.ack": "false", "exabgp.tcp.bind": family.peer,
+               "exabgp.daemon.daemonize": "false", "exabgp.log.destination": "stdout"}
+        with open(directory / "source.log", "ab") as log_file:
+            self.process = subprocess.Popen(
+                ["ip", "netns", "exec", self.node.peer_namespace, str(BIN_DIR / "exabgp"),
+                 "server", str(config)], stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True)
+
+    def state_messages(self) -> list[str]:
+        with contextlib.suppress(FileNotFoundError):
+            return [json.loads(line)["neighbor"]["state"]
+                    for line in self.states.read_text().splitlines() if line.strip()]
+        return []
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+
+def established_connections(namespace: str, port: int = 179) -> set[tuple[str, str]]:
+    """Return the (local, peer) address:port pairs of established BGP connections."""
+    output = run(["ip", "netns", "exec", namespace, "ss", "-Htn", "state", "established",
+                  f"( sport = :{port} or dport = :{port} )"]).stdout
+    pairs = set()
+    for line in output.splitlines():
+        words = line.split()
+        if len(words) >= 4:
+            pairs.add((words[-2], words[-1]))
+    return pairs
