@@ -7,8 +7,9 @@ in the order a lab needs them:
 2. each node's exec lines, run in its namespace;
 3. FRR (zebra, then bgpd) on FRR nodes;
 4. the agent on bgpnet nodes, then a wait until each has written ``node.json``;
-5. pod namespaces, attached concurrently by ``python -m bgpnet.cni.attach add`` run in
-   the node's namespace, as the CNI plugin does.
+5. pod namespaces, attached concurrently by running ``bgpnet-cni`` (CNI ADD) in the
+   node's namespace as a runtime does: ``CNI_*`` variables, and on stdin the plugin
+   entry of ``deploy/cni/10-bgpnet.conflist`` with the list's name and cniVersion.
 
 Rules: ``up`` first runs ``down``, so a running lab is replaced. Every object is in the
 manifest before the step that could leave it behind. When a step fails, ``up`` tears
@@ -45,6 +46,9 @@ from bgpnet.lab.topology import Role
 log = logging.getLogger(__name__)
 
 ATTACH_TIMEOUT = 30.0  # seconds for one pod attachment
+ATTACH_RETRY_SECONDS = 0.2
+TRY_AGAIN_LATER = 11  # CNI error code
+CONFLIST = Path(__file__).resolve().parents[2] / "deploy" / "cni" / "10-bgpnet.conflist"
 
 
 @contextlib.contextmanager
@@ -138,11 +142,13 @@ def _attach_pods(plan: LabPlan, record: Manifest, bin_dir: Path) -> None:
     for pod in plan.pods:
         record.add_namespace(pod.namespace)
         netns.add_namespace(pod.namespace)
-    python = bin_dir / "python"
-    if not python.exists():
-        python = Path(sys.executable)
+    plugin = bin_dir / "bgpnet-cni"
+    if not plugin.exists():
+        raise LabError(f"attach pods: {plugin} not found; install bgpnet (make venv) "
+                       "so the CNI plugin is next to the bgpnet command")
+    config = plugin_config()
     with ThreadPoolExecutor(max_workers=max(1, len(plan.pods))) as pool:
-        futures = [(pod, pool.submit(_attach_one, plan.node(pod.node), pod, python))
+        futures = [(pod, pool.submit(_attach_one, plan.node(pod.node), pod, plugin, config))
                    for pod in plan.pods]
         # Collect every result before raising, so no attachment is still running
         # while down() removes the namespaces.
@@ -161,20 +167,53 @@ def _outcome(future) -> str | Exception:
         return exc
 
 
-def attach_command(node: NodePlan, pod: PodPlan, python: Path) -> list[str]:
-    return ["ip", "netns", "exec", node.namespace, str(python), "-m", "bgpnet.cni.attach", "add",
-            "--state-dir", str(node.runtime_dir), "--container-id", pod.namespace,
-            "--netns", f"/run/netns/{pod.namespace}", "--ifname", "eth0"]
+def plugin_config() -> str:
+    """Return the plugin entry of the shipped conflist with the list's name and cniVersion."""
+    conflist = json.loads(CONFLIST.read_text(encoding="utf-8"))
+    entry = {**conflist["plugins"][0], "name": conflist["name"],
+             "cniVersion": conflist["cniVersion"]}
+    return json.dumps(entry)
 
 
-def _attach_one(node: NodePlan, pod: PodPlan, python: Path) -> str:
+def attach_command(node: NodePlan, plugin: Path) -> list[str]:
+    return ["ip", "netns", "exec", node.namespace, str(plugin)]
+
+
+def attach_environment(pod: PodPlan, plugin: Path) -> dict[str, str]:
+    return {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": pod.namespace,
+            "CNI_NETNS": f"/run/netns/{pod.namespace}", "CNI_IFNAME": "eth0",
+            "CNI_PATH": str(plugin.parent), "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin")}
+
+
+def _attach_one(node: NodePlan, pod: PodPlan, plugin: Path, config: str) -> str:
     step = f"attach pod {pod.label}"
-    output = netns.run(attach_command(node, pod, python), step, timeout=ATTACH_TIMEOUT)
+    argv = attach_command(node, plugin)
+    deadline = time.monotonic() + ATTACH_TIMEOUT
+    while True:
+        try:
+            done = subprocess.run(argv, input=config, env=attach_environment(pod, plugin),
+                                  capture_output=True, text=True, timeout=ATTACH_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise LabError(f"{step}: bgpnet-cni ADD timed out after {ATTACH_TIMEOUT:g} s") from None
+        try:
+            output = json.loads(done.stdout)
+        except ValueError:
+            output = None
+        # Code 11 is the spec's "try again later": the agent has written node.json but
+        # its control socket is not listening yet. A runtime retries, and so do we.
+        if isinstance(output, dict) and output.get("code") == TRY_AGAIN_LATER \
+                and time.monotonic() < deadline:
+            time.sleep(ATTACH_RETRY_SECONDS)
+            continue
+        break
     try:
-        address = json.loads(output)["address"]
-    except (ValueError, KeyError, TypeError):
-        raise LabError(f"{step}: attach printed {output.strip()[:200]!r}, "
-                       "not a JSON object with an address") from None
+        address = output["ips"][0]["address"] if done.returncode == 0 else None
+    except (KeyError, IndexError, TypeError):
+        address = None
+    if address is None:
+        detail = (done.stdout or done.stderr).strip()[:300]
+        raise LabError(f"{step}: bgpnet-cni ADD failed with status {done.returncode}: "
+                       f"{detail or 'no output'}")
     log.info("pod attached node=%s pod=%s namespace=%s address=%s",
              pod.node, pod.name, pod.namespace, address)
     return str(address)
