@@ -18,7 +18,7 @@ Rules:
 
 Plugin keys besides the spec's: ``bridge`` (bridge name), ``subnet`` (pod CIDR),
 ``gateway`` (default: first host of ``subnet``), ``mtu`` and ``stateDir`` (where the
-node state and leases are, when no agent answers on the control socket). ``subnet``,
+node state and leases are, when no agent replies on the control socket). ``subnet``,
 ``bridge`` and ``mtu`` override what the agent reports for the node.
 """
 
@@ -79,7 +79,7 @@ class CniRequest:
 
     @property
     def version(self) -> str:
-        """The version to answer in: the config's, or the newest one without a config."""
+        """The version of the reply: the config's, or the newest one without a config."""
         return self.conf.cni_version if self.conf is not None else SUPPORTED_VERSIONS[-1]
 
 
