@@ -548,6 +548,8 @@ class ExaBGPSource:
     node: AgentNode
     commands: list[str]
     hold_time: int = 9
+    batch: int = 0  # commands written between pauses; 0 writes them all at once
+    pause: float = 0.0
     process: subprocess.Popen | None = None
 
     @property
@@ -563,7 +565,8 @@ class ExaBGPSource:
         directory = self.node.directory
         (directory / "source-commands.txt").write_text("".join(f"{line}\n" for line in self.commands))
         program = [sys.executable, str(Path(__file__).with_name("exabgp_source.py")),
-                   str(directory / "source-commands.txt"), str(self.states), str(self.done)]
+                   str(directory / "source-commands.txt"), str(self.states), str(self.done),
+                   str(self.batch), str(self.pause)]
         config = directory / "source.conf"
         config.write_text("\n".join([
             "process source {",
