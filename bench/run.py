@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import platform
+import signal
 import statistics
 import sys
 from pathlib import Path
@@ -108,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"where to write the JSON results (default {RESULTS})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # SIGTERM (from timeout or make) unwinds like Ctrl-C, so every namespace and
+    # process started so far is removed by the cleanup code.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if os.geteuid() != 0:
         print("bench: needs root (it creates network namespaces)", file=sys.stderr)
         return 2
