@@ -2,8 +2,9 @@
 
 Theory of operation:
 1. ``setup_node`` runs first, before the event loop: the protocol name, the bridge
-   with the pod gateway, forwarding, the node state file for the pod-attachment code,
-   and a dump of our routes already in the kernel. The config was validated before
+   with the pod gateway, forwarding, and a dump of our routes already in the kernel.
+   The node state file for the pod-attachment code follows once the control socket
+   of the CNI plugin accepts connections. The config was validated before
    this point; a setup error stops the agent before ExaBGP starts.
 2. One ``TaskGroup`` owns every task: the ExaBGP supervisor, the route writer
    (``FibSync.run``), the periodic resync, the stale-route timers, the watchdog, the
@@ -129,11 +130,8 @@ class Agent:
             local_addresses=frozenset(local),
         )
         self.rib = Rib(policy, node=self.node, router_id=cfg.node.router_id)
-        path = nodestate.write(cfg.state_dir, nodestate.NodeState(
-            node=self.node, pod_cidr=cfg.pod_cidr, gateway=cfg.gateway.ip,
-            bridge=cfg.bridge.name, mtu=cfg.bridge.mtu))
-        log.info("node ready node=%s pod_cidr=%s gateway=%s bridge=%s changes=%d state=%s",
-                 self.node, cfg.pod_cidr, cfg.gateway, cfg.bridge.name, len(changes), path)
+        log.info("node set up node=%s pod_cidr=%s gateway=%s bridge=%s changes=%d",
+                 self.node, cfg.pod_cidr, cfg.gateway, cfg.bridge.name, len(changes))
         self.fib = FibSync(self.node, cfg.route_protocol, self.rib.desired_route, self.rib.desired)
         found = self.fib.open()
         if found:
@@ -165,7 +163,10 @@ class Agent:
                     from bgpnet.api.http import serve
 
                     workers.append(tasks.create_task(serve(self)))
-                workers.append(tasks.create_task(serve_control(self)))
+                control_ready = asyncio.Event()
+                workers.append(tasks.create_task(serve_control(self, control_ready)))
+                await control_ready.wait()
+                self.write_node_state()
                 stop_waiter = tasks.create_task(self._stop.wait())
                 await asyncio.wait([supervisor_task, stop_waiter], return_when=asyncio.FIRST_COMPLETED)
                 await self._shutdown()
@@ -180,6 +181,15 @@ class Agent:
             pid_path.unlink(missing_ok=True)
         log.info("agent stopped node=%s", self.node)
         return 0
+
+    def write_node_state(self) -> None:
+        """Write node.json; called once the control socket accepts connections, so a CNI
+        plugin that finds node.json also finds the agent."""
+        cfg = self.cfg
+        path = nodestate.write(cfg.state_dir, nodestate.NodeState(
+            node=self.node, pod_cidr=cfg.pod_cidr, gateway=cfg.gateway.ip,
+            bridge=cfg.bridge.name, mtu=cfg.bridge.mtu))
+        log.info("node ready node=%s state=%s", self.node, path)
 
     def _request_stop(self, sig: signal.Signals) -> None:
         log.info("agent stopping node=%s signal=%s", self.node, sig.name)

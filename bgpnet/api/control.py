@@ -52,11 +52,13 @@ def node_state(agent: "Agent") -> NodeState:
                      bridge=cfg.bridge.name, mtu=cfg.bridge.mtu)
 
 
-async def serve_control(agent: "Agent") -> None:
-    """Serve the control socket until cancelled."""
+async def serve_control(agent: "Agent", ready: asyncio.Event | None = None) -> None:
+    """Serve the control socket until cancelled; set ``ready`` once it accepts connections."""
     server = await asyncio.start_unix_server(partial(_serve_client, agent),
                                              path=CONTROL_ADDRESS, limit=MAX_REQUEST_BYTES)
     log.info("control socket listening node=%s address=@%s", agent.node, CONTROL_ADDRESS[1:])
+    if ready is not None:
+        ready.set()
     async with server:
         try:
             await server.serve_forever()
@@ -170,8 +172,12 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
+        ready = asyncio.Event()
         with contextlib.suppress(asyncio.CancelledError):
-            await serve_control(agent)
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(serve_control(agent, ready))
+                await ready.wait()
+                agent.write_node_state()
 
     asyncio.run(serve_until_signal())
     return 0
