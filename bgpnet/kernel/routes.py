@@ -144,6 +144,9 @@ class _Ack:
     message: str
 
 
+_ACK_OK = _Ack(errno=0, message="")
+
+
 class RouteWriter:
     """Apply route plans to one routing table of the current network namespace.
 
@@ -285,7 +288,10 @@ class RouteWriter:
             for msg_type, msg_flags, seq, start, end in _messages(self._buffer, length):
                 if msg_type == NLMSG_ERROR and seq in expected:
                     expected.discard(seq)
-                    acks[seq] = _decode_ack(self._buffer, msg_flags, start, end)
+                    if _I32.unpack_from(self._buffer, start)[0] == 0:
+                        acks[seq] = _ACK_OK  # the common case, without decoding attributes
+                    else:
+                        acks[seq] = _decode_ack(self._buffer, msg_flags, start, end)
         return acks
 
     def _wait_readable(self) -> None:
