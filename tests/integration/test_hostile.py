@@ -1,9 +1,9 @@
 """Hostile announcements from a BGP peer: none reaches the kernel, the static default stays.
 
-An ExaBGP peer announces, over a real session, a default route, the node's own pod
-CIDR, a subnet of it, a prefix that covers it, prefixes outside the cluster CIDR and
-routes with martian next hops (loopback, the node's own address, multicast,
-link-local), and last one valid control route. The node's namespace has a static
+An ExaBGP peer announces over a real session: a default route, the node's own pod
+CIDR, a subnet of it, a prefix that covers it and prefixes outside the cluster CIDR.
+It also announces routes with martian next hops (loopback, the node's own address,
+multicast, link-local), and last one valid control route. The node's namespace has a static
 default route of its own from before the agent starts. Asserted through ``ip -j
 route``: once the control route is in, it is the only route of our protocol, and the
 static default route is byte for byte what it was. The agent's log must name every
@@ -35,7 +35,7 @@ HOSTILE = {
         ("10.244.0.0/16", "peer", "covers-own-pod-cidr"),
         ("192.0.2.0/24", "peer", "outside-cluster-cidr"),
         ("10.245.0.0/24", "peer", "outside-cluster-cidr"),
-        ("10.244.9.0/24", "127.0.0.1", "nexthop-local"),  # lo holds 127.0.0.1
+        ("10.244.9.0/24", "127.0.0.1", "nexthop-local"),  # lo has 127.0.0.1
         ("10.244.10.0/24", "node", "nexthop-local"),
         ("10.244.11.0/24", "224.0.0.5", "nexthop-martian"),
         ("10.244.12.0/24", "169.254.1.1", "nexthop-martian"),
@@ -47,7 +47,7 @@ HOSTILE = {
         ("fd00:10:244::/48", "peer", "covers-own-pod-cidr"),
         ("2001:db8::/32", "peer", "outside-cluster-cidr"),
         ("fd00:10:245::/64", "peer", "outside-cluster-cidr"),
-        ("fd00:10:244:9::/64", "::1", "nexthop-local"),  # lo holds ::1
+        ("fd00:10:244:9::/64", "::1", "nexthop-local"),  # lo has ::1
         ("fd00:10:244:10::/64", "node", "nexthop-local"),
         ("fd00:10:244:11::/64", "ff02::5", "nexthop-martian"),
     ],
