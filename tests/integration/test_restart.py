@@ -6,7 +6,8 @@ keep node01's pod CIDR) and node01-pod1 -> node03-pod1 (needs node01's kernel to
 its learned routes). The correctness properties are asserted: the routes stay in the
 kernel of every node throughout, and the restarted agent ends with exactly the right
 routes after its start-up sweep. Lost pings are measured and reported, not asserted,
-because they depend on scheduling.
+because they depend on scheduling. The last test drains node01 instead: its pod CIDR
+must leave the other nodes and its own routes must go.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.labkit import (CONVERGE_TIMEOUT, NODE_ADDRESSES, POD_CIDRS, RouteWatch,
-                                      learned, pinging, poll, report, tor_lab)
+from tests.integration.labkit import (BIN_DIR, CONVERGE_TIMEOUT, NODE_ADDRESSES, POD_CIDRS,
+                                      RouteWatch, learned, pinging, poll, report, run, tor_lab)
 
 pytestmark = pytest.mark.integration
 
@@ -100,3 +101,16 @@ def test_double_restart_keeps_routes(lab, record_property):
     assert watch.missing == []
     assert learned(lab.ns(NODE)) == _exact(lab, NODE)
     assert poll(lab.converged, CONVERGE_TIMEOUT)
+
+
+def test_drain_withdraws_and_removes(lab):
+    state = lab.runtime(NODE)
+    result = run(["ip", "netns", "exec", lab.ns(NODE), str(BIN_DIR / "bgpnet"), "agent",
+                  "--config", str(lab.configs / f"{NODE}.yaml"), "--state-dir", str(state),
+                  "--drain"], check=False)
+    assert result.returncode == 0, result.stderr
+    assert lab.wait_agent_gone(NODE)
+    assert learned(lab.ns(NODE)) == {}
+    for other in ("node02", "node03"):
+        assert poll(lambda: POD_CIDRS[NODE] not in learned(lab.ns(other)), CONVERGE_TIMEOUT), \
+            f"{other} kept the drained node's pod CIDR"
