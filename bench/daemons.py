@@ -189,6 +189,12 @@ def agent_config(state_dir: Path) -> dict:
     }
 
 
+# Extra ``exabgp.*`` environment variables for the bgpnet and ExaBGP-alone receivers,
+# set by ``bench.run --exabgp-env`` to try ExaBGP settings the agent does not render.
+# The agent passes its own environment on to ExaBGP, below its rendered settings.
+EXABGP_ENV: dict[str, str] = {}
+
+
 class BgpnetReceiver(FibReceiver):
     name = "bgpnet"
 
@@ -198,7 +204,8 @@ class BgpnetReceiver(FibReceiver):
         config.write_text(yaml.safe_dump(agent_config(state)))
         argv = [str(VENV_BIN / "bgpnet"), "--log-level", "WARNING", "agent", "--config",
                 str(config), "--state-dir", str(state)]
-        self.process = self.lab.spawn(self.lab.rcv, argv, self.dir / "agent.log")
+        self.process = self.lab.spawn(self.lab.rcv, argv, self.dir / "agent.log",
+                                      env={**os.environ, **EXABGP_ENV})
 
     def pids(self) -> list[int]:
         """Return the PIDs of the agent and its descendants (ExaBGP, the relay)."""
@@ -221,7 +228,7 @@ class ExabgpAloneReceiver:
         counter = [sys.executable, str(REPO / "bench" / "exabgp_counter.py"), str(self.counts)]
         conf = self.dir / "exabgp.conf"
         conf.write_text(confgen.render_config(cfg, counter))
-        env = {**os.environ, **confgen.render_environment(cfg)}
+        env = {**os.environ, **confgen.render_environment(cfg), **EXABGP_ENV}
         self.lab.spawn(self.lab.rcv, [str(VENV_BIN / "exabgp"), "server", str(conf)],
                        self.dir / "exabgp.log", env=env)
 

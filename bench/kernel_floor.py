@@ -20,9 +20,17 @@ WRITERS = {
 
 
 def networks(count: int, length: int) -> list[ipaddress.IPv4Network]:
+    """Return ``count`` prefixes from 10.0.0.0, skipping the writer namespace's own link."""
+    link = ipaddress.IPv4Network(f"{route_writer.GATEWAY}/24", strict=False)
     step = 1 << (32 - length)
-    base = int(ipaddress.IPv4Address("10.0.0.0"))
-    return [ipaddress.IPv4Network((base + index * step, length)) for index in range(count)]
+    address = int(ipaddress.IPv4Address("10.0.0.0"))
+    nets: list[ipaddress.IPv4Network] = []
+    while len(nets) < count:
+        net = ipaddress.IPv4Network((address, length))
+        if not net.overlaps(link):
+            nets.append(net)
+        address += step
+    return nets
 
 
 def measure(count: int, length: int, repeats: int) -> dict[str, dict[str, list[float]]]:

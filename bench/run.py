@@ -24,7 +24,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from bench import announce, kernel_floor
+from bench import announce, daemons, kernel_floor
 
 log = logging.getLogger("bench")
 
@@ -41,11 +41,12 @@ def cases(full: bool) -> list[tuple[int, int, int]]:
             (1_000, 32, 5), (10_000, 32, 5), (100_000, 32, 2)]
 
 
-def run_case(count: int, length: int, repeats: int, probe=None) -> tuple[list[dict], dict]:
-    """Measure every receiver and the floor for one prefix set; return case records."""
+def run_case(count: int, length: int, repeats: int, probe=None,
+             receivers: tuple[str, ...] = RECEIVERS) -> tuple[list[dict], dict]:
+    """Measure the receivers and the floor for one prefix set; return case records."""
     samples: dict[str, dict[str, list[float]]] = {}
     usage: dict = {}
-    for receiver in RECEIVERS:
+    for receiver in receivers:
         use_probe = probe if receiver == "bgpnet" else None
         timings = announce.measure(receiver, count, length, repeats, probe=use_probe)
         samples[receiver] = {"announce": timings.announce, "withdraw": timings.withdraw}
@@ -83,18 +84,22 @@ def machine() -> dict:
     with open("/proc/meminfo") as meminfo:
         memory_kb = int(meminfo.readline().split()[1])
     return {"cores": os.cpu_count(), "cpu": model, "memory_gb": round(memory_kb / 2**20, 1),
-            "kernel": platform.release(), "python": platform.python_version()}
+            "kernel": platform.release(), "python": platform.python_version(),
+            # Other work on the machine skews every figure: record how busy it was.
+            "load_average_1m": os.getloadavg()[0]}
 
 
 def print_table(records: list[dict]) -> None:
     header = (f"{'case':<22}{'bgpnet':>8}{'bird':>8}{'frr':>8}{'exabgp':>8}{'floor':>8}"
               f"{'x bird':>8}{'x frr':>8}{'x exabgp':>9}{'x floor':>8}")
     print(header)
+    nan = float("nan")
     for record in records:
         s, r = record["seconds"], record["bgpnet_ratio"]
-        print(f"{record['name']:<22}{s['bgpnet']:>8.3f}{s['bird']:>8.3f}{s['frr']:>8.3f}"
-              f"{s['exabgp-alone']:>8.3f}{s['kernel-floor']:>8.3f}{r['bird']:>8.2f}{r['frr']:>8.2f}"
-              f"{r['exabgp-alone']:>9.2f}{r['kernel-floor']:>8.2f}")
+        print(f"{record['name']:<22}{s['bgpnet']:>8.3f}{s.get('bird', nan):>8.3f}"
+              f"{s.get('frr', nan):>8.3f}{s.get('exabgp-alone', nan):>8.3f}"
+              f"{s['kernel-floor']:>8.3f}{r.get('bird', nan):>8.2f}{r.get('frr', nan):>8.2f}"
+              f"{r.get('exabgp-alone', nan):>9.2f}{r['kernel-floor']:>8.2f}")
     print("seconds are medians; exabgp = ExaBGP alone with a counting API process; "
           "floor = fastest of ip -batch and RouteWriter without BGP")
 
@@ -105,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="add 1,000/100,000 and /32 cases, resources and lab convergence")
     parser.add_argument("--skip-lab", action="store_true",
                         help="in full mode, leave out cluster convergence in the lab")
+    parser.add_argument("--exabgp-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra ExaBGP environment setting for bgpnet and ExaBGP alone, "
+                             "such as exabgp.api.compact=true (repeatable)")
+    parser.add_argument("--receivers", default=",".join(RECEIVERS),
+                        help="comma-separated receivers to run (default: all)")
     parser.add_argument("--output", type=Path, default=RESULTS,
                         help=f"where to write the JSON results (default {RESULTS})")
     args = parser.parse_args(argv)
@@ -116,22 +126,33 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: needs root (it creates network namespaces)", file=sys.stderr)
         return 2
 
+    for setting in args.exabgp_env:
+        key, sep, value = setting.partition("=")
+        if not sep or not key.startswith("exabgp."):
+            parser.error(f"--exabgp-env {setting!r}: expected exabgp.SECTION.KEY=VALUE")
+        daemons.EXABGP_ENV[key] = value
+    receivers = tuple(args.receivers.split(","))
+    unknown = set(receivers) - set(RECEIVERS)
+    if unknown or "bgpnet" not in receivers:
+        parser.error(f"--receivers {args.receivers!r}: use bgpnet and any of {', '.join(RECEIVERS)}")
+
     started = datetime.datetime.now(datetime.timezone.utc)
     result: dict = {"date": started.isoformat(timespec="seconds"), "mode": "full" if args.full else "quick",
                     "command": " ".join(["python -m bench.run", *(argv if argv is not None else sys.argv[1:])]),
-                    "machine": machine(), "cases": []}
+                    "machine": machine(), "exabgp_env": daemons.EXABGP_ENV, "cases": []}
     for count, length, repeats in cases(args.full):
         probe = None
         if args.full and count == 100_000 and length == 32:
             from bench import resources
             probe = resources.probe
-        records, usage = run_case(count, length, repeats, probe)
+        records, usage = run_case(count, length, repeats, probe, receivers)
         result["cases"].extend(records)
         if usage:
             result["resources"] = usage
     if args.full and not args.skip_lab:
         from bench import convergence
         result["convergence"] = convergence.measure()
+    result["load_average_1m_at_end"] = os.getloadavg()[0]
     result["seconds_total"] = round((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(), 1)
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
