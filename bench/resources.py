@@ -41,7 +41,9 @@ def probe(receiver, lab) -> dict:
                        "cpu_seconds": round(cpu_seconds(pid), 2)} for pid in pids}
     before = {pid: cpu_seconds(pid) for pid in pids}
     time.sleep(IDLE_SECONDS)
-    idle = sum(cpu_seconds(pid) - before[pid] for pid in pids)
+    for pid in pids:
+        processes[pid]["idle_cpu_seconds"] = round(cpu_seconds(pid) - before[pid], 3)
+    idle = sum(p["idle_cpu_seconds"] for p in processes.values())
     return {
         "routes_held": receiver.held(),
         "processes": list(processes.values()),
