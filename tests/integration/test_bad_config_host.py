@@ -9,9 +9,11 @@ and ``sysctl``; the config's state directory is never created.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -35,6 +37,21 @@ def _snapshot(namespace: str) -> dict[str, str]:
     return {name: run(argv).stdout for name, argv in views.items()}
 
 
+def _wait_carrier(namespace: str, timeout: float = 5.0) -> None:
+    """Wait until every veth end is up and IPv6 duplicate address detection is over, so
+    the snapshots do not catch the kernel's own changes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        links = json.loads(run(["ip", "-n", namespace, "-j", "link", "show", "type", "veth"]).stdout)
+        addresses = json.loads(run(["ip", "-n", namespace, "-j", "addr", "show"]).stdout)
+        tentative = [info for link in addresses for info in link.get("addr_info", [])
+                     if info.get("tentative")]
+        if links and all(link.get("operstate") == "UP" for link in links) and not tentative:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"links in {namespace} not settled after {timeout} s")
+
+
 @pytest.mark.parametrize("label,change,field", CASES, ids=LABELS)
 def test_bad_config_changes_nothing(netns, tmp_path, label, change, field):
     namespace = netns("bgpt")
@@ -43,6 +60,7 @@ def test_bad_config_changes_nothing(netns, tmp_path, label, change, field):
     run(["ip", "-n", namespace, "link", "set", "eth0", "up"])
     run(["ip", "-n", namespace, "link", "set", "eth1", "up"])
     run(["ip", "-n", namespace, "route", "add", "default", "via", "192.168.1.1", "proto", "static"])
+    _wait_carrier(namespace)
     state_dir = tmp_path / "state"
     path = tmp_path / "agent.yaml"
     path.write_text(render(change, state_dir))
