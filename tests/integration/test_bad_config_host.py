@@ -55,6 +55,8 @@ def _wait_carrier(namespace: str, timeout: float = 5.0) -> None:
 @pytest.mark.parametrize("label,change,field", CASES, ids=LABELS)
 def test_bad_config_changes_nothing(netns, tmp_path, label, change, field):
     namespace = netns("bgpt")
+    # No duplicate address detection, so link-local addresses are final at once.
+    run(["ip", "netns", "exec", namespace, "sysctl", "-q", "-w", "net.ipv6.conf.default.accept_dad=0"])
     run(["ip", "-n", namespace, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1"])
     run(["ip", "-n", namespace, "addr", "add", "192.168.1.11/24", "dev", "eth0"])
     run(["ip", "-n", namespace, "link", "set", "eth0", "up"])
