@@ -9,7 +9,7 @@ LAB ?= containerlab/bgpnet-tor.clab.yml
 DEBIAN_PACKAGES := frr bird2 gobgpd iproute2 iputils-ping containernetworking-plugins
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-down test unit integration deps venv system-packages bench clean
+.PHONY: demo demo-down test unit integration deps venv system-packages bench clean cni install-cni
 
 demo: deps
 	$(BIN)/bgpnet lab up $(LAB)
@@ -49,6 +49,24 @@ $(VENV)/.installed: pyproject.toml
 # Quick mode (10,000 /24, a few minutes) by default; FULL=1 runs the whole matrix.
 bench: deps
 	$(BIN)/python -m bench.run $(if $(FULL),--full)
+
+# The thin C client of the CNI plugin (deploy/cni/shim/bgpnet-cni.c). It hands requests to
+# the agent and execs the Python plugin when no agent listens: CNI_PYTHON at build time,
+# or bgpnet-cni-py beside the installed binary, which install-cni puts there.
+CC ?= cc
+CNI_CFLAGS ?= -O2 -Wall -Wextra
+CNI_BIN_DIR ?= /opt/cni/bin
+CNI_PYTHON ?= $(abspath $(BIN))/bgpnet-cni
+
+cni: build/bgpnet-cni
+
+build/bgpnet-cni: deploy/cni/shim/bgpnet-cni.c
+	mkdir -p build
+	$(CC) $(CNI_CFLAGS) -DBGPNET_CNI_PYTHON='"$(CNI_PYTHON)"' -o $@ $<
+
+install-cni: build/bgpnet-cni venv
+	install -D -m 0755 build/bgpnet-cni $(CNI_BIN_DIR)/bgpnet-cni
+	ln -sf $(CNI_PYTHON) $(CNI_BIN_DIR)/bgpnet-cni-py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -2,15 +2,19 @@
 
 Variants, each run as a runtime runs a plugin (environment and stdin, a fresh process
 per call, started in the node's network namespace):
-  bgpnet-cni agent   the plugin hands the request to the agent's control socket
-                     (``python -m bgpnet.api.control``: the agent's node setup and
-                     control socket, without BGP)
-  bgpnet-cni direct  no agent listens: the plugin does the work itself
+  C client, agent    build/bgpnet-cni (``make cni``) hands the request to the agent's
+                     control socket (``python -m bgpnet.api.control``: the agent's node
+                     setup and control socket, without BGP)
+  C client, direct   build/bgpnet-cni where no agent listens: it execs the Python plugin,
+                     which does the work itself
+  Python, agent      the Python entry point .venv/bin/bgpnet-cni, agent answering
+  Python, direct     the Python entry point, no agent
   reference          /usr/lib/cni/bridge with host-local IPAM (Debian package
                      containernetworking-plugins), bridge with isGateway,
                      isDefaultGateway and hairpinMode, the closest match to bgpnet
 
-Each variant has its own node namespace and pod namespace. One iteration runs ADD then
+The agent variants share one node namespace, the direct variants another; every
+variant has its own pod namespace. One iteration runs ADD then
 DEL of every variant in turn, so slow phases of the machine hit all variants alike.
 The time is the wall time of one plugin process, measured around ``subprocess.run``
 by this script, whose calling thread has entered the node's namespace.
@@ -39,6 +43,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = Path(sys.executable).parent / "bgpnet-cni"
+C_CLIENT = REPO / "build" / "bgpnet-cni"
 REFERENCE_DIR = Path("/usr/lib/cni")
 CLONE_NEWNET = 0x40000000  # include/uapi/linux/sched.h
 READY_TIMEOUT = 30.0  # seconds for the control socket to answer
@@ -196,11 +201,17 @@ def build_variants(bench: Bench) -> list[Variant]:
         "ipam": {"type": "host-local", "subnet": "10.63.0.0/24",
                  "dataDir": str(bench.tmp / "host-local")},
     })
+    agent_config = plugin_entry({})
+    direct_config = plugin_entry({"stateDir": str(direct_state)})
     return [
-        Variant("bgpnet-cni agent", agent_node, bench.namespace("agent-pod"), PLUGIN,
-                plugin_entry({})),
-        Variant("bgpnet-cni direct", direct_node, bench.namespace("direct-pod"), PLUGIN,
-                plugin_entry({"stateDir": str(direct_state)})),
+        Variant("C client, agent", agent_node, bench.namespace("c-agent-pod"), C_CLIENT,
+                agent_config),
+        Variant("C client, direct", direct_node, bench.namespace("c-direct-pod"), C_CLIENT,
+                direct_config),
+        Variant("Python, agent", agent_node, bench.namespace("py-agent-pod"), PLUGIN,
+                agent_config),
+        Variant("Python, direct", direct_node, bench.namespace("py-direct-pod"), PLUGIN,
+                direct_config),
         Variant("reference", reference_node, bench.namespace("ref-pod"),
                 REFERENCE_DIR / "bridge", reference_config),
     ]
@@ -216,11 +227,14 @@ def report(variants: list[Variant], iterations: int) -> None:
               f"{1000 * percentile(add, 0.99):9.1f} {1000 * statistics.median(delete):9.1f} "
               f"{1000 * percentile(delete, 0.99):9.1f}")
     reference = variants[-1]
+    print(f"{'ratio to reference':<20} {'ADD p50':>9} {'ADD p99':>9} {'DEL p50':>9} {'DEL p99':>9}")
     for variant in variants[:-1]:
+        ratios = []
         for command in ("ADD", "DEL"):
-            ratio = statistics.median(variant.times[command]) / statistics.median(
-                reference.times[command])
-            print(f"{variant.label} {command} p50 / reference {command} p50 = {ratio:.2f}")
+            ours, theirs = variant.times[command], reference.times[command]
+            ratios.append(statistics.median(ours) / statistics.median(theirs))
+            ratios.append(percentile(ours, 0.99) / percentile(theirs, 0.99))
+        print(f"{variant.label:<20} " + " ".join(f"{ratio:9.2f}" for ratio in ratios))
 
 
 def main() -> int:
@@ -231,6 +245,8 @@ def main() -> int:
     if os.geteuid() != 0:
         print("cni_add.py needs root (network namespaces)", file=sys.stderr)
         return 2
+    # The C client's fallback is the Python entry point of this venv.
+    run("make", "-s", "-C", str(REPO), "cni", f"CNI_PYTHON={PLUGIN}")
     bench = Bench()
     try:
         variants = build_variants(bench)

@@ -32,14 +32,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError as PyrouteNetlinkError
+from typing import TYPE_CHECKING, TypeVar
 
 from bgpnet.errors import NetlinkError, NodeSetupError
 from bgpnet.kernel import rtnl
 from bgpnet.model import Address
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +59,33 @@ _FORWARDING_SYSCTL = {
 }
 
 
+def _new_iproute() -> IPRoute:
+    # pyroute2 takes about 80 ms to import, so only node setup and rare pod paths
+    # load it, and the CNI plugin's direct path starts faster.
+    from pyroute2 import IPRoute
+
+    return IPRoute()
+
+
+def _pyroute2_error() -> type[Exception]:
+    from pyroute2.netlink.exceptions import NetlinkError as PyrouteNetlinkError
+
+    return PyrouteNetlinkError
+
+
 @contextmanager
 def _netlink(action: str, obj: str) -> Iterator[None]:
     """Turn a pyroute2 NetlinkError raised inside the block into ours."""
     try:
         yield
-    except PyrouteNetlinkError as exc:
+    except _pyroute2_error() as exc:  # evaluated only when an exception propagates
         raise NetlinkError(action, obj, exc.code) from exc
 
 
 @contextmanager
 def _iproute(netns_path: str | None = None) -> Iterator[IPRoute]:
     """Open an rtnetlink socket in the current namespace or in ``netns_path``."""
-    ipr = IPRoute() if netns_path is None else _open_in_namespace(netns_path)
+    ipr = _new_iproute() if netns_path is None else _open_in_namespace(netns_path)
     try:
         yield ipr
     finally:
@@ -80,7 +94,7 @@ def _iproute(netns_path: str | None = None) -> Iterator[IPRoute]:
 
 def _open_in_namespace(netns_path: str) -> IPRoute:
     """Open a pyroute2 rtnetlink socket in the namespace at ``netns_path``."""
-    return _in_namespace(netns_path, IPRoute)
+    return _in_namespace(netns_path, _new_iproute)
 
 
 def _in_namespace(netns_path: str, factory: Callable[[], T]) -> T:
@@ -265,7 +279,7 @@ def _delete_quietly(ipr: IPRoute, index: int, name: str) -> None:
     """Delete a link during rollback, logging instead of masking the original error."""
     try:
         ipr.link("del", index=index)
-    except PyrouteNetlinkError as exc:
+    except _pyroute2_error() as exc:
         log.warning("rollback failed link=%s action=delete errno=%d", name, exc.code)
 
 

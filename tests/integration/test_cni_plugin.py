@@ -1,11 +1,14 @@
 """Integration tests of ``bgpnet-cni``, driven as a runtime drives it, on namespaces the test creates.
 
-Each call runs the installed executable in the node's namespace (``ip netns exec``)
+Each call runs the plugin executable in the node's namespace (``ip netns exec``)
 with the ``CNI_*`` environment and the plugin entry of ``deploy/cni/10-bgpnet.conflist``
 on stdin, with the list's name and cniVersion added. Two node set-ups are tested:
 ``agent`` (``python -m bgpnet.api.control`` serves the control socket in the node
 namespace, the fast path) and ``direct`` (the node is set up, nothing listens, the
-config names ``stateDir``). Results are observed with ``ip -j`` and the lease
+config names ``stateDir``). Each runs with two executables: the Python entry point
+``.venv/bin/bgpnet-cni`` and the C client of ``deploy/cni/shim``, compiled for the
+test, which hands requests to the agent and execs the Python entry point when none
+listens. Results are observed with ``ip -j`` and the lease
 directory, not with bgpnet code. The reference ``bridge`` + ``host-local`` plugins run
 the same scenarios where they apply, and their results are compared by shape.
 """
@@ -29,6 +32,7 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN = Path(sys.executable).parent / "bgpnet-cni"
 REFERENCE = Path("/usr/lib/cni/bridge")
+C_SOURCE = REPO / "deploy" / "cni" / "shim" / "bgpnet-cni.c"
 CONFLIST = REPO / "deploy" / "cni" / "10-bgpnet.conflist"
 READY_TIMEOUT = 30.0
 SUBNET = "10.77.0.0/24"
@@ -148,20 +152,40 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-@pytest.fixture(params=["agent", "direct"])
+def compile_client(directory: Path, python_plugin: Path) -> Path:
+    """Compile the C client with ``python_plugin`` as its fallback; return its path."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler for the C client")
+    output = directory / "bgpnet-cni"
+    subprocess.run([compiler, "-O2", "-Wall", "-Wextra", "-Werror",
+                    f'-DBGPNET_CNI_PYTHON="{python_plugin}"', "-o", str(output), str(C_SOURCE)],
+                   check=True, capture_output=True)
+    return output
+
+
+@pytest.fixture(scope="session")
+def c_client(tmp_path_factory) -> Path:
+    return compile_client(tmp_path_factory.mktemp("c-client"), PLUGIN)
+
+
+@pytest.fixture(params=["agent", "direct", "c-agent", "c-direct"])
 def node(request, netns, tmp_path) -> Node:
+    executable = PLUGIN
+    if request.param.startswith("c-"):
+        executable = request.getfixturevalue("c_client")
     namespace = netns("bgpt-node")
     state_dir = tmp_path / "state"
     config = _agent_config(tmp_path / "agent.yaml")
     process = _start_control(namespace, config, state_dir)
-    if request.param == "direct":
+    if request.param.endswith("direct"):
         _stop(process)  # the node stays set up; nothing listens any more
         assert not _control_ready(namespace)
         base = plugin_config(stateDir=str(state_dir))
     else:
         request.addfinalizer(lambda: _stop(process))
         base = plugin_config()
-    return Node(namespace, state_dir / "leases" / "bgpnet", PLUGIN, base)
+    return Node(namespace, state_dir / "leases" / "bgpnet", executable, base)
 
 
 @pytest.fixture
@@ -335,6 +359,57 @@ def test_version_command(node):
     status, output = node.call("VERSION", stdin='{"cniVersion": "1.1.0"}')
     assert status == 0
     assert output["supportedVersions"] == ["0.4.0", "1.0.0", "1.1.0"]
+
+
+def test_add_escaped_strings(node, netns):
+    """Quotes, backslashes, control characters and UTF-8 reach the agent intact."""
+    pod = netns("bgpt-pod")
+    sandbox = f"/run/netns/{pod}"
+    cni_args = 'IgnoreUnknown=1;K8S_POD_NAME=a"b\\c;K8S_POD_NAMESPACE=d\te'
+    status, added = node.call("ADD", "c1", sandbox, env={"CNI_ARGS": cni_args},
+                              comment='line\nbreak "quoted" back\\slash \x01 \x7f caf\u00e9')
+    assert status == 0, added
+    assert inet_addresses(pod, "eth0") == [added["ips"][0]["address"]]
+    assert node.call("DEL", "c1", sandbox, env={"CNI_ARGS": cni_args}) == (0, None)
+
+
+ODD_TEXT = 'a"b\\c\td\nE\x01\x1f\x7f caf\u00e9 \u2603'
+
+
+def test_odd_strings_round_trip(node, netns):
+    """The values come back unchanged in the error messages, which quote them with repr."""
+    pod = netns("bgpt-pod")
+    status, output = node.call("ADD", "c1", f"/run/netns/{pod}",
+                               env={"CNI_ARGS": ODD_TEXT})
+    assert status == 1
+    assert output["msg"] == f"CNI_ARGS item {ODD_TEXT!r} is invalid"
+    status, output = node.call("ADD", "c1", f"/run/netns/{pod}", name=ODD_TEXT)
+    assert status == 1
+    assert output["msg"] == f"name {ODD_TEXT!r} is invalid"
+
+
+# The C client's fallback when no agent listens.
+
+
+def test_c_client_fallback_beside(netns, tmp_path):
+    """Without an agent, the client execs bgpnet-cni-py from its own directory."""
+    client = compile_client(tmp_path, Path("/nonexistent/bgpnet-cni"))
+    (tmp_path / "bgpnet-cni-py").symlink_to(PLUGIN)
+    node = Node(netns("bgpt-node"), tmp_path / "none", client,
+                plugin_config(stateDir=str(tmp_path / "none")))
+    assert node.call("STATUS")[1]["code"] == 50
+    status, output = node.call("VERSION", stdin='{"cniVersion": "1.1.0"}')
+    assert status == 0
+    assert output["supportedVersions"] == ["0.4.0", "1.0.0", "1.1.0"]
+
+
+def test_c_client_fallback_missing(netns, tmp_path):
+    client = compile_client(tmp_path, Path("/nonexistent/bgpnet-cni"))
+    node = Node(netns("bgpt-node"), tmp_path / "none", client, plugin_config())
+    status, output = node.call("ADD", "c1", "/run/netns/bgpt-missing-0")
+    assert status == 1
+    assert output["code"] == 999
+    assert "/nonexistent/bgpnet-cni" in output["details"]
 
 
 # GC and STATUS.
