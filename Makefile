@@ -58,13 +58,12 @@ CNI_CFLAGS ?= -O2 -Wall -Wextra
 CNI_BIN_DIR ?= /opt/cni/bin
 CNI_PYTHON ?= $(abspath $(BIN))/bgpnet-cni
 
-cni: build/bgpnet-cni
-
-build/bgpnet-cni: deploy/cni/shim/bgpnet-cni.c
+# Always rebuilt (a fraction of a second), so a changed CNI_PYTHON takes effect.
+cni:
 	mkdir -p build
-	$(CC) $(CNI_CFLAGS) -DBGPNET_CNI_PYTHON='"$(CNI_PYTHON)"' -o $@ $<
+	$(CC) $(CNI_CFLAGS) -DBGPNET_CNI_PYTHON='"$(CNI_PYTHON)"' -o build/bgpnet-cni deploy/cni/shim/bgpnet-cni.c
 
-install-cni: build/bgpnet-cni venv
+install-cni: cni venv
 	install -D -m 0755 build/bgpnet-cni $(CNI_BIN_DIR)/bgpnet-cni
 	ln -sf $(CNI_PYTHON) $(CNI_BIN_DIR)/bgpnet-cni-py
 
