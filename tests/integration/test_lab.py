@@ -8,36 +8,26 @@ user would, and observed with ``ip -j``, ``ping`` and ``/proc``, not with lab co
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-pytestmark = pytest.mark.integration
+from tests.integration.labkit import (CONVERGE_TIMEOUT, POD_CIDRS, REPO, RUNTIME_ROOT,
+                                      kill_namespace, namespaces, pid_alive, poll,
+                                      processes_mentioning, routes)
+from tests.integration.labkit import bgpnet as run_bgpnet
 
-REPO = Path(__file__).resolve().parents[2]
-BGPNET = [sys.executable, "-m", "bgpnet.cli"]
-RUNTIME_ROOT = Path("/run/bgpnet/lab")
-CONVERGE_TIMEOUT = 60.0
-POD_CIDRS = {"node01": "10.244.1.0/24", "node02": "10.244.2.0/24", "node03": "10.244.3.0/24"}
+pytestmark = pytest.mark.integration
 
 if os.geteuid() != 0 or shutil.which("ip") is None or not Path("/usr/lib/frr/bgpd").exists():
     pytest.skip("needs root, iproute2 and FRR", allow_module_level=True)
-
-
-def _namespaces() -> set[str]:
-    output = subprocess.run(["ip", "-j", "netns", "list"], capture_output=True, text=True,
-                            check=True).stdout.strip()
-    return {entry["name"] for entry in json.loads(output)} if output else set()
 
 
 def _host_links() -> set[str]:
@@ -47,60 +37,12 @@ def _host_links() -> set[str]:
 
 
 def _lab_namespaces(lab: str) -> set[str]:
-    return {name for name in _namespaces() if name.startswith(f"{lab}-")}
-
-
-def _bgpnet(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([*BGPNET, *args], capture_output=True, text=True, cwd=REPO,
-                            timeout=180)
-    if check:
-        assert result.returncode == 0, f"bgpnet {' '.join(args)}: {result.stderr}"
-    return result
-
-
-def _routes(namespace: str, protocol: str | None = None) -> list[dict]:
-    argv = ["ip", "-n", namespace, "-j", "-4", "route", "show"]
-    if protocol:
-        argv += ["proto", protocol]
-    output = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
-    return json.loads(output) if output else []
+    return {name for name in namespaces() if name.startswith(f"{lab}-")}
 
 
 def _ping(namespace: str, address: str) -> bool:
     return subprocess.run(["ip", "netns", "exec", namespace, "ping", "-c1", "-W1", "-q", address],
                           capture_output=True).returncode == 0
-
-
-def _poll(condition, timeout: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return condition()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")
-
-
-def _processes_mentioning(text: str) -> list[int]:
-    """PIDs whose command line contains ``text`` (the agents, ExaBGP and FRR name their dirs)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline and _pid_alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
 
 
 @pytest.fixture
@@ -114,30 +56,25 @@ def topology(tmp_path):
     data["name"] = lab
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     yield path, lab
-    _bgpnet("lab", "down", str(path), check=False)
+    run_bgpnet("lab", "down", str(path), check=False)
     # Only if down itself failed: kill what runs in the lab's namespaces, then delete them,
     # because a namespace deleted first would hide its processes from ip netns pids.
     for name in _lab_namespaces(lab):
-        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True,
-                              text=True).stdout.split()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
-        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+        kill_namespace(name)
     shutil.rmtree(RUNTIME_ROOT / lab, ignore_errors=True)
 
 
 def _converged(lab: str) -> bool:
     for node, cidr in POD_CIDRS.items():
-        learned = {route["dst"] for route in _routes(f"{lab}-{node}", "201")}
+        learned = {route["dst"] for route in routes(f"{lab}-{node}", "201")}
         expected = {other for name, other in POD_CIDRS.items() if name != node}
         if not expected <= learned:
             return False
     return True
 
 
-def _no_learned_routes(lab: str) -> bool:
-    return all(not _routes(f"{lab}-{node}", "201") for node in POD_CIDRS)
+def _no_learnedroutes(lab: str) -> bool:
+    return all(not routes(f"{lab}-{node}", "201") for node in POD_CIDRS)
 
 
 # -- without agents: namespaces, links, exec lines, FRR ---------------------------
@@ -145,7 +82,7 @@ def _no_learned_routes(lab: str) -> bool:
 
 def test_segment_nodes_ping(topology):
     path, lab = topology
-    _bgpnet("lab", "up", "--no-agents", str(path))
+    run_bgpnet("lab", "up", "--no-agents", str(path))
     for node, address in (("node01", "192.168.1.12"), ("node02", "192.168.1.13"),
                           ("node03", "192.168.1.1"), ("tor", "192.168.1.11")):
         assert _ping(f"{lab}-{node}", address), f"{node} -> {address}"
@@ -153,7 +90,7 @@ def test_segment_nodes_ping(topology):
 
 def test_segment_namespaces(topology):
     path, lab = topology
-    _bgpnet("lab", "up", "--no-agents", str(path))
+    run_bgpnet("lab", "up", "--no-agents", str(path))
     assert _lab_namespaces(lab) == {f"{lab}-{name}" for name in
                                     ("br-bgpnet", "tor", "node01", "node02", "node03")}
 
@@ -161,13 +98,13 @@ def test_segment_namespaces(topology):
 def test_segment_host_untouched(topology):
     path, _lab = topology
     before = _host_links()
-    _bgpnet("lab", "up", "--no-agents", str(path))
+    run_bgpnet("lab", "up", "--no-agents", str(path))
     assert _host_links() == before
 
 
 def test_segment_bridge_ports(topology):
     path, lab = topology
-    _bgpnet("lab", "up", "--no-agents", str(path))
+    run_bgpnet("lab", "up", "--no-agents", str(path))
     output = subprocess.run(["ip", "-n", f"{lab}-br-bgpnet", "-j", "link", "show",
                              "master", "br-bgpnet"], capture_output=True, text=True,
                             check=True).stdout
@@ -177,7 +114,7 @@ def test_segment_bridge_ports(topology):
 
 def test_frr_answers(topology):
     path, lab = topology
-    _bgpnet("lab", "up", "--no-agents", str(path))
+    run_bgpnet("lab", "up", "--no-agents", str(path))
     output = subprocess.run(["vtysh", "--vty_socket", str(RUNTIME_ROOT / lab / "tor"),
                              "-c", "show bgp summary json"], capture_output=True, text=True,
                             check=True).stdout
@@ -187,21 +124,21 @@ def test_frr_answers(topology):
 
 def test_up_twice_replaces(topology):
     path, lab = topology
-    _bgpnet("lab", "up", "--no-agents", str(path))
+    run_bgpnet("lab", "up", "--no-agents", str(path))
     first_bgpd = int((RUNTIME_ROOT / lab / "tor" / "bgpd.pid").read_text())
-    _bgpnet("lab", "up", "--no-agents", str(path))
-    assert not _pid_alive(first_bgpd)
+    run_bgpnet("lab", "up", "--no-agents", str(path))
+    assert not pid_alive(first_bgpd)
     assert len(_lab_namespaces(lab)) == 5
 
 
 def test_down_twice_is_fine(topology):
     path, lab = topology
-    _bgpnet("lab", "up", "--no-agents", str(path))
+    run_bgpnet("lab", "up", "--no-agents", str(path))
     bgpd = int((RUNTIME_ROOT / lab / "tor" / "bgpd.pid").read_text())
-    _bgpnet("lab", "down", str(path))
-    _bgpnet("lab", "down", str(path))
+    run_bgpnet("lab", "down", str(path))
+    run_bgpnet("lab", "down", str(path))
     assert _lab_namespaces(lab) == set()
-    assert not _pid_alive(bgpd)
+    assert not pid_alive(bgpd)
     assert not (RUNTIME_ROOT / lab).exists()
 
 
@@ -210,7 +147,7 @@ def test_failed_step_rolls_back(topology):
     data = yaml.safe_load(path.read_text())
     data["topology"]["nodes"]["node02"]["exec"].append("ip addr add 192.168.1.300/24 dev eth1")
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    result = _bgpnet("lab", "up", "--no-agents", str(path), check=False)
+    result = run_bgpnet("lab", "up", "--no-agents", str(path), check=False)
     assert result.returncode == 1
     assert "run exec[1] of node node02" in result.stderr
     assert _lab_namespaces(lab) == set()
@@ -219,7 +156,7 @@ def test_failed_step_rolls_back(topology):
 
 def test_check_without_lab(topology):
     path, _lab = topology
-    result = _bgpnet("lab", "check", str(path), check=False)
+    result = run_bgpnet("lab", "check", str(path), check=False)
     assert result.returncode == 1
     assert "do not exist" in result.stderr
 
@@ -230,13 +167,13 @@ def test_check_without_lab(topology):
 @pytest.fixture
 def running_lab(topology):
     path, lab = topology
-    _bgpnet("lab", "up", str(path))
+    run_bgpnet("lab", "up", str(path))
     yield path, lab
 
 
 def test_pods_all_reachable(running_lab):
     path, _lab = running_lab
-    result = _bgpnet("lab", "check", "--timeout", str(CONVERGE_TIMEOUT), str(path), check=False)
+    result = run_bgpnet("lab", "check", "--timeout", str(CONVERGE_TIMEOUT), str(path), check=False)
     assert result.stdout.splitlines()[-1] == "reachable: 30/30 pod pairs"
     assert result.returncode == 0
 
@@ -254,18 +191,18 @@ def test_pods_have_addresses(running_lab):
 
 def test_routes_protocol_201(running_lab):
     _path, lab = running_lab
-    assert _poll(lambda: _converged(lab), CONVERGE_TIMEOUT)
-    gateways = {route["dst"]: route.get("gateway") for route in _routes(f"{lab}-node01", "201")}
+    assert poll(lambda: _converged(lab), CONVERGE_TIMEOUT)
+    gateways = {route["dst"]: route.get("gateway") for route in routes(f"{lab}-node01", "201")}
     assert gateways == {"10.244.2.0/24": "192.168.1.12", "10.244.3.0/24": "192.168.1.13"}
 
 
 def test_bgpd_kill_and_restart(running_lab):
     _path, lab = running_lab
-    assert _poll(lambda: _converged(lab), CONVERGE_TIMEOUT)
+    assert poll(lambda: _converged(lab), CONVERGE_TIMEOUT)
     tor_dir = RUNTIME_ROOT / lab / "tor"
     bgpd = int((tor_dir / "bgpd.pid").read_text())
     os.kill(bgpd, signal.SIGKILL)
-    assert _poll(lambda: _no_learned_routes(lab), CONVERGE_TIMEOUT), "routes stayed after bgpd died"
+    assert poll(lambda: _no_learnedroutes(lab), CONVERGE_TIMEOUT), "routes stayed after bgpd died"
 
     (tor_dir / "bgpd.pid").unlink(missing_ok=True)
     subprocess.run(["ip", "netns", "exec", f"{lab}-tor", "/usr/lib/frr/bgpd", "-d",
@@ -273,15 +210,15 @@ def test_bgpd_kill_and_restart(running_lab):
                     "-z", str(tor_dir / "zserv.api"), "--vty_socket", str(tor_dir),
                     "-A", "127.0.0.1", "-P", "0", "--log", f"file:{tor_dir}/bgpd.log"],
                    check=True, capture_output=True)
-    assert _poll(lambda: _converged(lab), CONVERGE_TIMEOUT), "routes did not come back"
+    assert poll(lambda: _converged(lab), CONVERGE_TIMEOUT), "routes did not come back"
 
 
 def test_down_leaves_nothing(running_lab):
     path, lab = running_lab
     manifest = json.loads((RUNTIME_ROOT / lab / "manifest.json").read_text())
     pids = [process["pid"] for process in manifest["processes"]]
-    _bgpnet("lab", "down", str(path))
+    run_bgpnet("lab", "down", str(path))
     assert _lab_namespaces(lab) == set()
-    assert [pid for pid in pids if _pid_alive(pid)] == []
-    assert _processes_mentioning(str(RUNTIME_ROOT / lab)) == []
+    assert [pid for pid in pids if pid_alive(pid)] == []
+    assert processes_mentioning(str(RUNTIME_ROOT / lab)) == []
     assert not (RUNTIME_ROOT / lab).exists()
