@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 LAB ?= containerlab/bgpnet-tor.clab.yml
-DEBIAN_PACKAGES := frr bird2 gobgpd iproute2 iputils-ping containernetworking-plugins
+DEBIAN_PACKAGES := frr bird2 gobgpd iproute2 iputils-ping containernetworking-plugins gcc libc6-dev
 PYTEST_ARGS ?=
 
 .PHONY: demo demo-down test unit integration deps venv system-packages bench clean cni install-cni
