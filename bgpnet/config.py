@@ -1,9 +1,11 @@
 """Load the agent's YAML config and validate it into frozen dataclasses.
 
-Rules: every check runs before the agent touches the host; the first bad value raises
-``ConfigError`` naming the field (dotted path, ``peers[1].asn``), the value and the fix;
-unknown keys are errors, so a misspelt option is never silently ignored. Nothing here
-performs I/O except ``load_file``.
+Rules:
+- Every check runs before the agent touches the host.
+- The first bad value raises ``ConfigError`` naming the field (a dotted path such as
+  ``peers[1].asn``), the value and the fix.
+- Unknown keys are errors, so a misspelt option is never silently ignored.
+- Nothing here performs I/O except ``load_file``.
 """
 
 from __future__ import annotations

@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sock = connect(args[0])
     except OSError as exc:
-        print(f"bgpnet-relay: cannot connect to agent socket {args[0]}: {exc}", file=sys.stderr)
+        print(f"bgpnet-relay: connecting to agent socket {args[0]} failed: {exc}; "
+              "is the agent running?", file=sys.stderr)
         return 1
     reader = threading.Thread(target=pump_stdin, args=(sock, sys.stdin.fileno()), daemon=True)
     reader.start()

@@ -17,7 +17,7 @@ its sessions and collide with the next agent's ExaBGP, and the peer would reset 
 Dying by SIGKILL sends no Cease, so peers treat it as a graceful restart.
 
 ExaBGP's log output is drained continuously: a child blocked writing to a full pipe
-would stop answering BGP keepalives.
+would stop sending BGP keepalives.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Keep the kernel's routes of our protocol equal to the RIB's desired routes.
 
 Theory of operation: the agent marks prefixes dirty as events change them and calls
-``wake()``. ``run()`` takes the whole dirty set at once, asks the RIB for those
-prefixes' desired routes, plans them against ``kernel`` (what the agent knows is in
+``wake()``. ``run()`` takes the whole dirty set at once, reads those prefixes' desired
+routes from the RIB, plans them against ``kernel`` (what the agent knows is in
 the kernel) and applies the plan in a worker thread. Changes that arrive during a
 write land in the next dirty set, so many changes to one prefix coalesce into one
 kernel write.
@@ -127,7 +127,7 @@ class FibSync:
         self._record(plan, result)
 
     def remove_all(self) -> int:
-        """Delete every route of ours that the agent knows of; return how many failed.
+        """Delete every route of ours recorded in ``kernel``; return how many failed.
 
         Synchronous, for shutdown, when the event loop is closing.
         """
