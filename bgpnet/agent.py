@@ -138,6 +138,9 @@ class Agent:
         self.rib = Rib(policy, node=self.node, router_id=cfg.node.router_id)
         log.info("node set up node=%s pod_cidr=%s gateway=%s bridge=%s changes=%d",
                  self.node, cfg.pod_cidr, cfg.gateway, cfg.bridge.name, len(changes))
+        if not cfg.peers:
+            log.warning("no peers configured node=%s: the pod CIDR is announced to nobody "
+                        "and no routes are learned", self.node)
         self.fib = FibSync(self.node, cfg.route_protocol, self.rib.desired_route, self.rib.desired)
         found = self.fib.open()
         if found:

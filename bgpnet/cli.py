@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--state-dir", type=Path, default=None,
                        help="directory for runtime state; overrides state_dir in the config")
     agent.add_argument("--check", action="store_true",
-                       help="validate the config, print it and exit without touching the host")
+                       help="validate the config, print a one-line summary and exit without touching the host")
     agent.add_argument("--drain", action="store_true",
                        help="tell the running agent of this config to withdraw the pod CIDR, "
                             "remove its routes and exit (for taking the node out of service)")
@@ -80,6 +80,9 @@ def _run_agent(args: argparse.Namespace) -> int:
     if args.check:
         print(f"config {args.config} is valid: node={cfg.node.name} pod_cidr={cfg.pod_cidr} "
               f"peers={len(cfg.peers)}")
+        if not cfg.peers:
+            print("warning: no peers: this node will announce its pod CIDR to nobody and "
+                  "learn no routes", file=sys.stderr)
         return 0
 
     from bgpnet.agent import run
@@ -95,7 +98,8 @@ def _drain(state_dir: Path) -> int:
 
     pid = read_pid(state_dir)
     if pid is None:
-        print(f"bgpnet: no running agent: {state_dir / 'agent.pid'} is missing", file=sys.stderr)
+        print(f"bgpnet: no running agent: {state_dir / 'agent.pid'} is missing; if the agent "
+              "runs with --state-dir, pass the same --state-dir here", file=sys.stderr)
         return EXIT_FAILURE
     try:
         os.kill(pid, signal.SIGUSR1)

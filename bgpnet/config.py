@@ -90,16 +90,45 @@ class AgentConfig:
 def load_file(path: str | Path) -> AgentConfig:
     """Read and validate ``path``; raise ConfigError for unreadable or invalid files."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as handle:
+            # Reading from the file, not a string, puts its name in YAML error marks.
+            data = yaml.load(handle, Loader=_UniqueKeyLoader)
     except OSError as exc:
         raise ConfigError("config", str(path), f"cannot be read ({exc.strerror})",
                           "pass an existing file with --config") from exc
-    try:
-        data = yaml.safe_load(text)
+    except _DuplicateKey as exc:
+        raise ConfigError(exc.key, exc.value, f"is set twice (line {exc.line})",
+                          "keep one of the two lines") from exc
     except yaml.YAMLError as exc:
         raise ConfigError("config", str(path), f"is not valid YAML ({exc})",
                           "fix the syntax at the line shown") from exc
     return parse(data)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: str, value: Any, line: int) -> None:
+        super().__init__(f"duplicate key {key!r} at line {line}")
+        self.key = key
+        self.value = value
+        self.line = line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key written twice in one mapping.
+
+    PyYAML keeps the last value silently, so a second ``pod_cidr`` line would win
+    without a word.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                value = self.construct_object(value_node, deep=deep)
+                raise _DuplicateKey(str(key), value, key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def parse(data: Any) -> AgentConfig:
@@ -111,6 +140,9 @@ def parse(data: Any) -> AgentConfig:
     node = _node(_required(doc, "node", "config"))
     cluster_cidr = _network(_required(doc, "cluster_cidr", "config"), "cluster_cidr")
     pod_cidr = _pod_cidr(_required(doc, "pod_cidr", "config"), cluster_cidr)
+    if node.address in cluster_cidr:
+        raise ConfigError("node.address", str(node.address), f"is inside cluster_cidr {cluster_cidr}",
+                          "use the node's address on the network it peers on, outside the pod range")
     bridge = _bridge(doc.get("bridge", {}))
     peers = _peers(doc.get("peers", []), node)
 
@@ -230,6 +262,10 @@ def _peers(data: Any, node: NodeConfig) -> tuple[PeerConfig, ...]:
         if address in seen:
             raise ConfigError(f"{where}.address", str(address), "is listed twice",
                               "keep one entry per peer")
+        if address.version != node.address.version:
+            raise ConfigError(f"{where}.address", str(address),
+                              f"is IPv{address.version} but node.address is IPv{node.address.version}",
+                              "peer over the same family as node.address, the session's local address")
         seen.add(address)
         hold_time = _integer(doc.get("hold_time", 90), f"{where}.hold_time", 0, 65535)
         if 0 < hold_time < 3:  # RFC 4271 section 4.2: zero or at least three seconds
@@ -305,6 +341,9 @@ def _asn(value: Any, name: str) -> int:
                           "use a whole number such as 64512 (not quoted, not asdot)")
     if not 1 <= value <= 4294967294:
         raise ConfigError(name, value, "is out of range", "use an AS number from 1 to 4294967294")
+    if value == 23456:
+        raise ConfigError(name, value, "is AS_TRANS, the RFC 6793 placeholder for four-octet AS numbers",
+                          "use the real AS number")
     return value
 
 

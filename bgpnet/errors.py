@@ -18,7 +18,9 @@ class ConfigError(BgpnetError):
         self.value = value
         self.problem = problem
         self.fix = fix
-        super().__init__(f"{field}: {value!r} {problem}; {fix}")
+        # A missing value has nothing to show: "node.name is missing; add node.name ...".
+        shown = field if value is None else f"{field}: {value!r}"
+        super().__init__(f"{shown} {problem}; {fix}")
 
 
 class NodeSetupError(BgpnetError):

@@ -12,9 +12,11 @@ timeout, then prints the tables and the matrix whether or not it converged.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from bgpnet import config
 from bgpnet.errors import LabError
@@ -103,6 +105,11 @@ def run(plan: LabPlan, timeout: float = 60.0) -> CheckResult:
     lines = []
     if missing:
         lines.append(f"converged: no, after {waited:.1f} s ({report.describe_missing(missing)})")
+        for name in configs:
+            node = plan.node(name)
+            if not _agent_running(node.runtime_dir):
+                lines.append(f"  the agent of {name} is not running; its log is "
+                             f"{node.runtime_dir / 'agent.log'}")
     else:
         lines.append(f"converged: yes, after {waited:.1f} s")
     pod_cidrs = [cfg.pod_cidr for cfg in configs.values()]
@@ -136,6 +143,19 @@ def status(plan: LabPlan) -> str:
     if record is None:
         lines.append("  no manifest: the lab is not up")
     return "\n".join(lines) + "\n"
+
+
+def _agent_running(state_dir: Path) -> bool:
+    """Return True when the agent's pid file names a live process.
+
+    The agent writes ``agent.pid`` in its state directory and removes it when it exits.
+    """
+    try:
+        pid = int((state_dir / "agent.pid").read_text().strip())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return False
+    return True
 
 
 def _exists(namespace: str) -> bool:

@@ -52,6 +52,9 @@ BAD = [
     ("asn quoted", "node.asn", "64512", "node.asn", "not an AS number"),
     ("asn asdot", "node.asn", "1.10", "node.asn", "not an AS number"),
     ("asn boolean", "node.asn", True, "node.asn", "not an AS number"),
+    ("asn as_trans", "node.asn", 23456, "node.asn", "AS_TRANS"),
+    ("node address in cluster", "node.address", "10.244.1.1", "node.address", "inside cluster_cidr"),
+    ("peer family mismatch", "peers.0.address", "fd00::1", "peers[0].address", "node.address is IPv4"),
     ("pod cidr host bits", "pod_cidr", "10.244.1.5/24", "pod_cidr", "host bits set"),
     ("pod cidr no length", "pod_cidr", "10.244.1.0", "pod_cidr", "not a CIDR"),
     ("pod cidr garbage", "pod_cidr", "10.244.300.0/24", "pod_cidr", "not a CIDR"),
@@ -158,3 +161,29 @@ def test_shipped_configs_valid():
     for path in files:
         cfg = config.load_file(path)
         assert cfg.pod_cidr.subnet_of(cfg.cluster_cidr), path
+
+
+def test_missing_value_not_shown():
+    with pytest.raises(ConfigError) as caught:
+        config.parse(with_change("node.name", MISSING))
+    assert str(caught.value).startswith("node.name is missing;")
+
+
+def test_load_file_duplicate_key(tmp_path: Path):
+    path = tmp_path / "agent.yaml"
+    path.write_text("node: {name: n1, address: 192.168.1.11, asn: 64512}\n"
+                    "pod_cidr: 10.244.1.0/24\n"
+                    "cluster_cidr: 10.244.0.0/16\n"
+                    "pod_cidr: 10.244.2.0/24\n")
+    with pytest.raises(ConfigError) as caught:
+        config.load_file(path)
+    assert caught.value.field == "pod_cidr"
+    assert "set twice (line 4)" in str(caught.value)
+
+
+def test_load_file_yaml_error_names_file(tmp_path: Path):
+    path = tmp_path / "agent.yaml"
+    path.write_text("node: [unclosed\n")
+    with pytest.raises(ConfigError) as caught:
+        config.load_file(path)
+    assert str(path) in str(caught.value)
