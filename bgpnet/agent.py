@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import gc
 import ipaddress
 import logging
@@ -43,6 +44,7 @@ from bgpnet.bgp.decoder import Decoder
 from bgpnet.bgp.policy import ImportPolicy
 from bgpnet.bgp.rib import Rib
 from bgpnet.config import AgentConfig
+from bgpnet.errors import NodeSetupError
 from bgpnet.exabgp.supervisor import Supervisor
 from bgpnet.kernel import links, routes
 from bgpnet.kernel.sync import FibSync
@@ -53,6 +55,7 @@ log = logging.getLogger("bgpnet.agent")
 
 SOCKET_NAME = "exabgp.sock"
 PID_NAME = "agent.pid"
+LOCK_NAME = "agent.lock"
 MALFORMED_LOG_LIMIT = 20  # WARNING lines for malformed input; the rest are counted only
 WATCHDOG_INTERVAL = 10.0  # seconds between probes of an idle ExaBGP
 WATCHDOG_TIMEOUT = 30.0  # seconds an ExaBGP may take to acknowledge a command
@@ -111,6 +114,7 @@ class Agent:
         self._draining = False
         self._relay_writer: asyncio.StreamWriter | None = None
         self._unacked: list[float] = []  # send times of commands not yet acknowledged
+        self._lock_fd: int | None = None  # flock on state_dir/agent.lock, held until exit
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -118,6 +122,7 @@ class Agent:
         """Set up the bridge, forwarding and node state, and read our routes in the kernel."""
         cfg = self.cfg
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = lock_state_dir(cfg.state_dir)
         try:
             if routes.ensure_protocol_name(cfg.route_protocol):
                 log.info("route protocol named node=%s protocol=%d name=bgpnet", self.node, cfg.route_protocol)
@@ -179,7 +184,8 @@ class Agent:
                 stop_waiter = tasks.create_task(self._stop.wait())
                 await asyncio.wait([supervisor_task, stop_waiter], return_when=asyncio.FIRST_COMPLETED)
                 await self._shutdown()
-                for task in (*workers, stop_waiter):
+                # The supervisor may be sleeping in its restart backoff.
+                for task in (*workers, stop_waiter, supervisor_task):
                     task.cancel()
         finally:
             server.close()
@@ -243,6 +249,8 @@ class Agent:
             self._relay_writer.close()
         self._relay_writer = writer
         self._unacked.clear()
+        # A partial line of the previous connection must not be joined to this one's first.
+        self.decoder = Decoder()
         self.relay_connected = True
         log.info("relay connected node=%s", self.node)
         try:
@@ -261,6 +269,11 @@ class Agent:
     def _on_relay_lost(self) -> None:
         # ExaBGP reports no state change when it exits: every session it had is gone.
         log.warning("relay disconnected node=%s", self.node)
+        if not self._stop.is_set():
+            # When only the relay died, ExaBGP respawns it but replays neither session
+            # states nor routes, so this agent could never learn them again. Restarting
+            # ExaBGP restarts the sessions, without a Cease.
+            self.supervisor.restart()
         for address, status in self.peers.items():
             if status.state in ("up", "connected"):
                 peer = PeerId(ipaddress.ip_address(address))
@@ -305,6 +318,14 @@ class Agent:
         if status.state == event.state:
             return
         previous = status.state
+        if event.state == "down" and status.stale_until is not None:
+            # A failed attempt of a restarting peer: its stale routes wait for its
+            # restart time (RFC 4724 section 4.2), not for this attempt.
+            status.state = "down"
+            status.reason = event.reason
+            log.info("session down node=%s peer=%s reason=%s stale routes kept",
+                     self.node, event.peer, event.reason or "-")
+            return
         if event.state == "down":
             # RFC 4724 section 4.2: routes are kept only when the session ended without a
             # NOTIFICATION and the peer's capability listed the family.
@@ -368,9 +389,12 @@ class Agent:
         return all(self.rib.eor_seen(PeerId(p.address), self.family) for p in self.cfg.peers)
 
     async def _resync(self) -> None:
+        """Resync every ``resync_seconds``, or one second after a failed write or dump."""
         assert self.fib is not None
         while True:
-            await asyncio.sleep(self.cfg.resync_seconds)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.fib.resync_needed.wait(), self.cfg.resync_seconds)
+                await asyncio.sleep(1.0)
             await self.fib.resync()
 
     async def _timers(self) -> None:
@@ -404,11 +428,44 @@ class Agent:
                 self.counters.watchdog_restarts += 1
                 log.warning("exabgp not responding node=%s waited=%.0f s, restarting it", self.node, waited)
                 self._unacked.clear()
-                await self.supervisor.restart()
+                self.supervisor.restart()
 
 
 def socket_path(state_dir: Path) -> Path:
     return state_dir / SOCKET_NAME
+
+
+def lock_state_dir(state_dir: Path) -> int:
+    """Take the state directory's agent lock and return its descriptor.
+
+    Two agents on one state directory would replace each other's sockets and pid file.
+    The descriptor is close-on-exec, so ExaBGP does not keep the lock after the agent dies.
+    """
+    fd = os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        pid = read_pid(state_dir)
+        raise NodeSetupError(
+            f"another agent (pid {pid or 'unknown'}) is running with state directory {state_dir}; "
+            "stop it first, or give this one another --state-dir") from None
+    return fd
+
+
+def running_agent_pid(state_dir: Path) -> int | None:
+    """Return the pid of the agent that holds the state directory's lock, or None."""
+    try:
+        fd = os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return read_pid(state_dir)
+    finally:
+        os.close(fd)
+    return None  # the lock was free: a pid file left behind names no agent
 
 
 def read_pid(state_dir: Path) -> int | None:

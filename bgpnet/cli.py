@@ -29,6 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     except BgpnetError as exc:
         print(f"bgpnet: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except ExceptionGroup as group:
+        # A task of the agent's TaskGroup failed: print each error, not a traceback.
+        expected, unexpected = group.split((BgpnetError, OSError))
+        if unexpected is not None:
+            raise
+        assert expected is not None
+        for exc in expected.exceptions:
+            print(f"bgpnet: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
 
@@ -94,11 +103,11 @@ def _drain(state_dir: Path) -> int:
     import signal
     import time
 
-    from bgpnet.agent import read_pid
+    from bgpnet.agent import running_agent_pid
 
-    pid = read_pid(state_dir)
+    pid = running_agent_pid(state_dir)
     if pid is None:
-        print(f"bgpnet: no running agent: {state_dir / 'agent.pid'} is missing; if the agent "
+        print(f"bgpnet: no running agent holds {state_dir / 'agent.lock'}; if the agent "
               "runs with --state-dir, pass the same --state-dir here", file=sys.stderr)
         return EXIT_FAILURE
     try:

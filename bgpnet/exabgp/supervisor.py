@@ -102,7 +102,7 @@ class Supervisor:
         log.info("exabgp stopped node=%s pid=%d status=%s", self._cfg.node.name, process.pid,
                  process.returncode)
 
-    async def restart(self) -> None:
+    def restart(self) -> None:
         """Kill a running ExaBGP; ``run()`` starts it again as after a crash."""
         process = self._process
         if process is not None and process.returncode is None:
@@ -130,10 +130,15 @@ class Supervisor:
         log.info("exabgp started node=%s pid=%d config=%s", self._cfg.node.name, process.pid, config_file)
         self.started.set()
         assert process.stdout is not None
-        async for raw in process.stdout:
-            line = raw.decode("utf-8", "replace").rstrip()
-            if line:
-                log.debug("exabgp output node=%s: %s", self._cfg.node.name, line)
+        # Chunks, not lines: a line longer than the stream's limit would raise here.
+        pending = b""
+        while chunk := await process.stdout.read(1 << 16):
+            *lines, pending = (pending + chunk).split(b"\n")
+            pending = pending[-(1 << 16):]
+            for raw in lines:
+                line = raw.decode("utf-8", "replace").rstrip()
+                if line:
+                    log.debug("exabgp output node=%s: %s", self._cfg.node.name, line)
         status = await process.wait()
         # The relay and other members of the group may outlive ExaBGP: end them too.
         _signal_group(process.pid, signal.SIGKILL)
@@ -156,8 +161,10 @@ class Supervisor:
         text = confgen.render_config(self._cfg, relay)
         path = confgen.config_path(self._cfg.state_dir)
         tmp = path.with_suffix(".tmp")
-        # 0600: the file may hold TCP MD5 passwords.
+        # 0600: the file may hold TCP MD5 passwords. fchmod, because O_CREAT keeps the
+        # mode of a file left by an earlier run.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.rename(tmp, path)

@@ -24,9 +24,10 @@ table and metric only, whatever its protocol:
 - add: NLM_F_CREATE | NLM_F_EXCL. With NLM_F_REPLACE the kernel would overwrite a
   foreign route (static, BIRD, FRR) on the same prefix and metric. With NLM_F_EXCL
   it rejects the add with EEXIST and the foreign route stays.
-- replace: NLM_F_CREATE | NLM_F_REPLACE. The plan replaces only prefixes where our
-  own route is installed. NOTE: if our route was removed since the dump and a
-  foreign route of the same metric took its place, the replace overwrites it.
+- replace: a delete carrying our protocol, then an add with NLM_F_EXCL, back to back
+  in one batch. NLM_F_REPLACE would overwrite a foreign route that took our route's
+  place since the last dump. The kernel handles a batch's messages in order, so the
+  prefix has no route of ours only between those two messages.
 - delete: rtm_protocol is set to ours, so the kernel deletes only a route of our
   protocol. IPv4 (fib_table_delete) and IPv6 (ip6_route_del) skip the others.
 
@@ -109,6 +110,7 @@ _VERSION = {socket.AF_INET: 4, socket.AF_INET6: 6}
 ADD = "add"
 REPLACE = "replace"
 DELETE = "delete"
+REPLACE_DELETE = "replace-delete"  # the first half of a replace
 
 DEFAULT_BATCH_BYTES = 64 * 1024
 # The kernel charges each ack as a separate socket buffer of several hundred bytes (an
@@ -132,6 +134,8 @@ class ApplyResult:
     replaced: int = 0
     deleted: int = 0
     failed: tuple[tuple[KernelRoute, str, int], ...] = ()
+    # Adds counted as applied on a resend's EEXIST; a dump must confirm they are ours.
+    unconfirmed: int = 0
 
     @property
     def ok(self) -> bool:
@@ -200,10 +204,14 @@ class RouteWriter:
                                 "prefix=%s table=%d writer_table=%d",
                                 action, route.prefix, route.table, self.table)
                     failed.append((route, action, errno.EINVAL))
+                elif action == REPLACE:
+                    requests.append((REPLACE_DELETE, route, 1))
+                    requests.append((REPLACE, route, 1))
                 else:
                     requests.append((action, route, 1))
 
         counts = {ADD: 0, REPLACE: 0, DELETE: 0}
+        unconfirmed = 0
         batch_bytes = self._batch_bytes
         while requests:
             batch = self._take_batch(requests, batch_bytes)
@@ -212,6 +220,14 @@ class RouteWriter:
             for message, action, route, attempt in batch:
                 seq = _NLMSGHDR.unpack_from(message)[3]
                 ack = acks.get(seq)
+                if action == REPLACE_DELETE:
+                    # Not counted and never resent: resending a delete whose ack was lost
+                    # could delete the route its add has installed since. If this delete
+                    # failed, the add fails with EEXIST and is reported there.
+                    if ack is not None and ack.errno not in (0, errno.ENOENT, errno.ESRCH):
+                        log.warning("route delete before replace failed prefix=%s errno=%d",
+                                    route.prefix, ack.errno)
+                    continue
                 if ack is None:
                     if attempt >= _MAX_ATTEMPTS:
                         failed.append((route, action, errno.ENOBUFS))
@@ -222,6 +238,12 @@ class RouteWriter:
                     # do: another writer or an operator removed it, or its link went
                     # down. The kernel returns ESRCH (IPv4, IPv6) or ENOENT (missing table).
                     counts[action] += 1
+                elif attempt > 1 and ack.errno == errno.EEXIST:
+                    # The first send's ack was lost, and that send most likely installed
+                    # the route. A foreign route would also give EEXIST, so the caller
+                    # dumps the routes to tell the two apart.
+                    counts[action] += 1
+                    unconfirmed += 1
                 else:
                     log.warning("route rejected by the kernel action=%s prefix=%s nexthop=%s "
                                 "table=%d errno=%d error=%r", action, route.prefix,
@@ -229,15 +251,13 @@ class RouteWriter:
                                 ack.errno, ack.message or os.strerror(ack.errno))
                     failed.append((route, action, ack.errno))
             if lost:
-                # NOTE: an add whose ack was lost may have been applied, and then its
-                # retry fails with EEXIST. The next full resync finds the route as ours.
                 batch_bytes //= 2
                 log.warning("netlink acks lost, resending requests=%d batch_bytes=%d",
                             len(lost), batch_bytes)
                 requests.extendleft(reversed(lost))
 
         return ApplyResult(added=counts[ADD], replaced=counts[REPLACE],
-                           deleted=counts[DELETE], failed=tuple(failed))
+                           deleted=counts[DELETE], failed=tuple(failed), unconfirmed=unconfirmed)
 
     def _take_batch(self, requests: deque[tuple[str, KernelRoute, int]],
                     batch_bytes: int) -> list[tuple[bytes, str, KernelRoute, int]]:
@@ -403,14 +423,13 @@ def _encode_route(action: str, route: KernelRoute, protocol: int, seq: int) -> b
     prefix = route.prefix
     table = route.table
     attrs = [_attr(RTA_DST, prefix.network_address.packed), _attr(RTA_TABLE, _U32.pack(table))]
-    if action == DELETE:
+    if action in (DELETE, REPLACE_DELETE):
         # No next hops: delete our route on this prefix whatever its gateways are.
         msg_type, flags = RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK
         scope, route_type = RT_SCOPE_NOWHERE, 0
     else:
         msg_type = RTM_NEWROUTE
-        exclusive = NLM_F_EXCL if action == ADD else NLM_F_REPLACE
-        flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | exclusive
+        flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
         scope, route_type = RT_SCOPE_UNIVERSE, RTN_UNICAST
         if len(route.nexthops) == 1:
             attrs.append(_gateway_attr(prefix, route.nexthops[0]))

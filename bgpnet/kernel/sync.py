@@ -12,9 +12,17 @@ by an earlier run of the agent, are kept until ``sweep()``: only then are routes
 no peer confirmed deleted. ``resync()`` re-reads the kernel and plans every prefix,
 which repairs routes that someone else removed or changed.
 
-Rules: the route writer is the only code that changes routes, and it only ever
-changes routes of our protocol. A failed route is logged with its errno and retried
-by the next resync, which starts from a fresh dump.
+Rules:
+- The route writer is the only code that changes routes, and it only ever changes
+  routes of our protocol. A failed route is logged with its errno and retried by the
+  next resync, which starts from a fresh dump.
+- Planning and applying hold one lock, so a plan is never made against a ``kernel``
+  that a write in flight is about to change.
+- All netlink work runs on one worker thread of our own, so pod requests on the
+  default executor never delay route writes, and the writer's socket is used by one
+  thread only.
+- A netlink failure of a whole request (a dump or a batch that could not be sent) is
+  logged and sets ``resync_needed``; it never ends the agent.
 """
 
 from __future__ import annotations
@@ -22,8 +30,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from bgpnet.errors import NetlinkError
 from bgpnet.kernel import routes
 from bgpnet.kernel.plan import Plan, plan_routes
 from bgpnet.model import KernelRoute, Prefix
@@ -59,6 +69,9 @@ class FibSync:
         self._writer: routes.RouteWriter | None = None
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fib")
+        # Set when a write or dump failed as a whole; the agent then resyncs soon.
+        self.resync_needed = asyncio.Event()
 
     def open(self) -> int:
         """Open the route writer and read our routes already in the kernel; return their count."""
@@ -67,6 +80,7 @@ class FibSync:
         return len(self.kernel)
 
     def close(self) -> None:
+        self._executor.shutdown(wait=True)
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -90,41 +104,59 @@ class FibSync:
                     await result
             if not self.dirty:
                 continue
-            dirty, self.dirty = self.dirty, set()
-            desired = {}
-            for prefix in dirty:
-                route = self._desired_route(prefix)
-                if route is not None:
-                    desired[prefix] = route
-            await self.apply(plan_routes(desired, self.kernel, prefixes=dirty))
+            async with self._lock:
+                dirty, self.dirty = self.dirty, set()
+                desired = {}
+                for prefix in dirty:
+                    route = self._desired_route(prefix)
+                    if route is not None:
+                        desired[prefix] = route
+                await self._apply_locked(plan_routes(desired, self.kernel, prefixes=dirty))
 
     async def resync(self) -> None:
         """Re-read the kernel's routes of our protocol and plan every prefix again."""
         async with self._lock:
-            self.kernel = await asyncio.to_thread(routes.dump_routes, self.protocol)
-        plan = plan_routes(self._desired_all(), self.kernel, delete_extra=self.swept)
-        if plan:
-            log.warning("resync repairs kernel routes node=%s add=%d replace=%d delete=%d",
-                        self.node, len(plan.add), len(plan.replace), len(plan.delete))
-        await self.apply(plan)
+            self.resync_needed.clear()
+            try:
+                self.kernel = await self._in_worker(routes.dump_routes, self.protocol)
+            except (NetlinkError, OSError) as exc:
+                log.warning("route dump failed node=%s error=%s; retrying soon", self.node, exc)
+                self.resync_needed.set()
+                return
+            plan = plan_routes(self._desired_all(), self.kernel, delete_extra=self.swept)
+            if plan:
+                log.warning("resync repairs kernel routes node=%s add=%d replace=%d delete=%d",
+                            self.node, len(plan.add), len(plan.replace), len(plan.delete))
+            await self._apply_locked(plan)
 
     async def sweep(self, why: str) -> None:
         """Delete the routes that were in the kernel at start and that no peer confirmed."""
-        if self.swept:
-            return
-        self.swept = True
-        plan = plan_routes(self._desired_all(), self.kernel, delete_extra=True)
-        log.info("sweeping unconfirmed routes node=%s reason=%r stale=%d",
-                 self.node, why, len(plan.delete))
-        await self.apply(plan)
+        async with self._lock:
+            if self.swept:
+                return
+            self.swept = True
+            plan = plan_routes(self._desired_all(), self.kernel, delete_extra=True)
+            log.info("sweeping unconfirmed routes node=%s reason=%r stale=%d",
+                     self.node, why, len(plan.delete))
+            await self._apply_locked(plan)
 
-    async def apply(self, plan: Plan) -> None:
+    async def _apply_locked(self, plan: Plan) -> None:
         if not plan:
             return
         assert self._writer is not None
-        async with self._lock:
-            result = await asyncio.to_thread(self._writer.apply, plan)
+        try:
+            result = await self._in_worker(self._writer.apply, plan)
+        except (NetlinkError, OSError) as exc:
+            # Which requests the kernel applied is unknown: re-read it soon.
+            log.warning("route write failed node=%s routes=%d error=%s; resyncing soon",
+                        self.node, len(plan), exc)
+            self.counters.route_failures += len(plan)
+            self.resync_needed.set()
+            return
         self._record(plan, result)
+
+    def _in_worker(self, function, *args):
+        return asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     def remove_all(self) -> int:
         """Delete every route of ours recorded in ``kernel``; return how many failed.
@@ -156,6 +188,8 @@ class FibSync:
         counters.routes_added += result.added
         counters.routes_replaced += result.replaced
         counters.routes_deleted += result.deleted
+        if result.unconfirmed:
+            self.resync_needed.set()
         self._log(plan, failed)
 
     def _log(self, plan: Plan, failed: set[Prefix]) -> None:

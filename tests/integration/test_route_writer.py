@@ -207,6 +207,24 @@ def test_add_over_static_fails(lab, writer):
 
 
 @pytest.mark.integration
+def test_replace_over_static_fails(lab, writer):
+    # Our route was deleted behind our back and a static route took its place: the
+    # replace must fail with EEXIST instead of overwriting the static route.
+    (prefix,) = many_prefixes(1)
+    writer.apply(Plan(add=routes_via([prefix], GATEWAY)))
+    run("ip", "-n", lab, "route", "del", str(prefix), "proto", str(PROTOCOL))
+    run("ip", "-n", lab, "route", "add", str(prefix), "via", str(OTHER_GATEWAY), "proto", "static")
+    moved = KernelRoute(prefix=prefix, nexthops=(GATEWAY,))
+
+    result = writer.apply(Plan(replace=(moved,)))
+
+    static = ip_routes(lab, "proto", "static")
+    assert result.failed == ((moved, "replace", errno.EEXIST),)
+    assert gateways(static[0]) == {str(OTHER_GATEWAY)}
+    assert ours(lab) == {}
+
+
+@pytest.mark.integration
 def test_dump_matches_ip(lab, writer):
     v4 = routes_via(many_prefixes(2_000), GATEWAY)
     ecmp = routes_via(many_prefixes(2_010)[2_000:], GATEWAY, OTHER_GATEWAY)
