@@ -2,11 +2,11 @@
 
 ExaBGP 5.0's reactor waits for I/O with ``poll()`` and a timeout of
 ``reactor.speed / 100`` seconds (``exabgp/reactor/loop.py``), so with the default
-1.0 it wakes 100 times a second even when nothing happens. This benchmark runs, per
-value and in parallel, a ``bench.netns.Lab`` pair: FRR in ``src`` (AS 65001, timers
-3 s keepalive and 9 s hold, the lab's route-reflector timers) and ``bgpnet agent``
-in ``rcv`` (AS 65002) with ``exabgp.reactor.speed=VALUE`` in its environment, which
-the agent passes on to ExaBGP. Once the session is Established and has settled, it
+1.0 it wakes 100 times a second even when nothing happens. This benchmark runs one
+``bench.netns.Lab`` pair per value, all in parallel. FRR in ``src`` (AS 65001) uses
+the lab's route-reflector timers, 3 s keepalive and 9 s hold. ``bgpnet agent`` in
+``rcv`` (AS 65002) has ``exabgp.reactor.speed=VALUE`` in its environment, and the
+agent passes that on to ExaBGP. Once the session is Established and has settled, it
 records the CPU seconds of the agent, ExaBGP and the relay over ``--idle-seconds``,
 then watches FRR's view of the session until ``--hold-seconds`` have passed since
 Established: the session must stay Established with no drop.
@@ -77,7 +77,7 @@ def start_frr(lab: Lab, directory: Path) -> None:
 
 
 def neighbor_state(directory: Path) -> dict:
-    """Return FRR's JSON view of the receiver session (empty before bgpd answers)."""
+    """Return FRR's JSON view of the receiver session (empty until bgpd responds)."""
     done = subprocess.run(["vtysh", "--vty_socket", str(directory), "-c",
                            f"show bgp neighbors {RECEIVER_ADDRESS} json"],
                           capture_output=True, text=True)
@@ -126,7 +126,7 @@ def measure_speed(speed: str, idle_seconds: float, hold_seconds: float) -> dict:
             states.add(neighbor_state(frr_dir).get("bgpState", "?"))
             time.sleep(1.0)
         final = neighbor_state(frr_dir)
-        held = time.monotonic() - established_at
+        watched = time.monotonic() - established_at
 
     exabgp = sum(seconds for pid, seconds in idle.items() if "exabgp" in commands[pid]
                  and "relay" not in commands[pid])
@@ -142,7 +142,7 @@ def measure_speed(speed: str, idle_seconds: float, hold_seconds: float) -> dict:
         "final_state": final.get("bgpState"),
         "connections_established": final.get("connectionsEstablished"),
         "connections_dropped": final.get("connectionsDropped"),
-        "watched_seconds": round(held, 1),
+        "watched_seconds": round(watched, 1),
         "stayed_up": final.get("bgpState") == "Established"
                      and final.get("connectionsDropped", 0) == 0 and states == {"Established"},
     }
@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # The values run side by side: idle work is small, and CPU seconds, not wall time,
     # are the result.
+    # NOTE: SIGTERM ends only the main thread; the labs of running workers are then
+    # not torn down. Stop this benchmark with Ctrl-C and wait for it to finish.
     threads = [threading.Thread(target=worker, args=(speed,)) for speed in speeds]
     for thread in threads:
         thread.start()

@@ -1,9 +1,9 @@
 """Cluster convergence in labs of N bgpnet nodes on one FRR route reflector.
 
 For each N in ``--nodes`` the benchmark generates, in a temporary directory, a
-topology shaped like ``containerlab/bgpnet-tor.clab.yml``: one L2 segment (the bridge
-``fabric``), ``tor`` running FRR as the iBGP route reflector of AS 64512 with the
-lab's timers (keepalive 3 s, hold 9 s), and N nodes without pods. Node i has the
+topology shaped like ``containerlab/bgpnet-tor.clab.yml``. It has one L2 segment (the
+bridge ``fabric``) and N nodes without pods. On the segment, ``tor`` runs FRR as the
+iBGP route reflector of AS 64512 with the lab's timers (keepalive 3 s, hold 9 s). Node i has the
 address ``192.168.A.B/16`` and the pod CIDR ``10.C.D.0/24`` (see ``node_address`` and
 ``pod_cidr``), all inside the lab's own namespaces. The lab name is ``bbench`` plus
 random hex, so it never touches another lab. ``bgpnet lab``'s own code builds the
