@@ -28,6 +28,7 @@ import logging
 import signal
 import socket
 import struct
+from pathlib import Path
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,7 @@ log = logging.getLogger("bgpnet.api.control")
 
 MAX_REQUEST_BYTES = 1 << 20  # a CNI config with a long prevResult stays far below this
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid (include/linux/socket.h)
+CAP_NET_ADMIN = 12  # include/uapi/linux/capability.h
 
 
 def node_state(agent: "Agent") -> NodeState:
@@ -69,15 +71,28 @@ async def serve_control(agent: "Agent", ready: asyncio.Event | None = None) -> N
 async def _serve_client(agent: "Agent", reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter) -> None:
     try:
-        uid = _peer_uid(writer)
-        if uid != 0:
-            log.warning("control connection rejected node=%s uid=%s", agent.node, uid)
+        pid, uid = _peer_credentials(writer)
+        if uid != 0 or not _has_net_admin(pid):
+            # Root alone is not enough: root in a container without CAP_NET_ADMIN must
+            # not get pods' veths and leases deleted through the agent.
+            log.warning("control connection rejected node=%s pid=%s uid=%s", agent.node, pid, uid)
             return
-        while line := await reader.readline():
+        while True:
+            try:
+                line = await reader.readline()
+            except (asyncio.LimitOverrunError, ValueError):
+                reply = _error(result.INVALID_CONFIG,
+                               f"control request larger than {MAX_REQUEST_BYTES} bytes",
+                               "shorten the network config (prevResult, runtimeConfig)")
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
+                return
+            if not line:
+                return
             reply = await handle_line(agent, line)
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
-    except (ConnectionError, asyncio.LimitOverrunError, ValueError) as exc:
+    except ConnectionError as exc:
         log.warning("control connection failed node=%s error=%s", agent.node, exc)
     finally:
         writer.close()
@@ -114,6 +129,10 @@ async def _run_cni(agent: "Agent", request: dict) -> dict[str, Any]:
             return {"ok": True, "result": result.version_dict()}
         from bgpnet.cni import commands
 
+        # NOTE: CNI_NETNS is opened in the agent's mount namespace. An agent in a
+        # container, or a runtime in another mount namespace, may see another file
+        # there; passing the namespace as a file descriptor would close that gap.
+        # The agent also uses its own state_dir, whatever stateDir the config names.
         output = await asyncio.to_thread(commands.execute, cni_request, node_state(agent),
                                          agent.cfg.state_dir)
     except CniError as exc:
@@ -134,12 +153,28 @@ def _error(code: int, msg: str, details: str = "",
     return {"ok": False, "error": result.error_dict(version, code, msg, details)}
 
 
-def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
+def _peer_credentials(writer: asyncio.StreamWriter) -> tuple[int | None, int | None]:
+    """Return the connecting process's (pid, uid) from SO_PEERCRED."""
     sock = writer.get_extra_info("socket")
     if sock is None:
-        return None
+        return None, None
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    return _UCRED.unpack(raw)[1]
+    pid, uid, _ = _UCRED.unpack(raw)
+    return pid, uid
+
+
+def _has_net_admin(pid: int | None) -> bool:
+    """Return True when process ``pid`` has CAP_NET_ADMIN in its effective set."""
+    if pid is None:
+        return False
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:

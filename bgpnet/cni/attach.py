@@ -62,7 +62,8 @@ class PodAttachment:
 
 def host_ifname(container_id: str, ifname: str) -> str:
     """Return the node-side veth name: "veth" and 11 hex digits of a hash, 15 bytes in all."""
-    digest = hashlib.sha256(f"{container_id}{ifname}".encode()).hexdigest()
+    # The NUL keeps ("pod1", "eth0") and ("pod", "1eth0") apart; neither id may contain it.
+    digest = hashlib.sha256(f"{container_id}\0{ifname}".encode()).hexdigest()
     return "veth" + digest[:11]
 
 

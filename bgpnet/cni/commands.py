@@ -84,7 +84,12 @@ def _add(request: CniRequest, node: NodeState | None, state_dir: Path) -> dict:
     leases = _leases(state_dir, node, request.conf)
     attachment = attach.add_pod(node, leases, request.container_id, request.netns,
                                 request.ifname)
-    macs = links.link_macs(node.bridge, attachment.host_ifname)
+    try:
+        macs = links.link_macs(node.bridge, attachment.host_ifname)
+    except BaseException:
+        # ADD must leave nothing behind when it fails: undo the attachment.
+        attach.del_pod(node, leases, request.container_id, request.netns, request.ifname)
+        raise
     return result.add_result_dict(
         request.version, bridge=node.bridge, bridge_mac=macs[node.bridge] or "",
         host_ifname=attachment.host_ifname, host_mac=macs[attachment.host_ifname] or "",
