@@ -52,6 +52,11 @@ def render_environment(cfg: AgentConfig) -> Mapping[str, str]:
         "exabgp.log.level": "INFO",
         "exabgp.log.short": "true",
         "exabgp.tcp.bind": "",
+        # ExaBGP waits speed/100 s for I/O per loop, so the default 1.0 wakes it every
+        # 10 ms when idle. 10.0 cut its idle CPU from 0.48 s to 0.11 s per minute with no
+        # change in 10,000-prefix FIB times (bench/idle.py and bench/run.py, 2 cores);
+        # sockets and pipes still wake it at once.
+        "exabgp.reactor.speed": "10.0",
     }
     if any(peer.passive for peer in cfg.peers):
         env["exabgp.tcp.bind"] = str(cfg.node.address)
