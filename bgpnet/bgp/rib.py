@@ -18,8 +18,8 @@ Rules:
   win, and the kernel route gets all their next hops (ECMP). Ties keep every
   candidate, so the result does not depend on arrival order.
 
-Theory of operation. Each prefix has an entry with its paths (``{peer: path}``) and
-its selected kernel route, and a per-peer index serves session resets. ``apply``
+Theory of operation. Each prefix has an entry with its paths (one, or ``{peer:
+path}``) and its selected kernel route, and a per-peer index serves session resets. ``apply``
 touches only the prefixes named by the event, recomputes their routes and returns
 the ones whose route changed, so an UPDATE of N prefixes costs O(N), whatever the
 table size.
@@ -56,21 +56,62 @@ class Path(NamedTuple):
 
     nexthop: Address
     as_path_length: int
+    # ``(nexthop,)``, built once per Announce, so the many prefixes that select this
+    # path alone share one tuple instead of holding one each (48 bytes per prefix).
+    nexthops: tuple[Address, ...]
 
 
 class _Entry:
-    """The stored paths of one prefix and the next hops they select."""
+    """The stored paths of one prefix and the next hops they select.
 
-    __slots__ = ("paths", "nexthops", "route")
+    Most prefixes have a path from one peer only, so that path is kept in ``key`` and
+    ``path``, and ``more`` is None. From a second peer on, every path is in the dict
+    ``more`` (keyed like ``key``) and ``path`` is None. A dict for every prefix cost
+    about 160 bytes per route. With no paths left, ``path`` and ``more`` are both None.
+    """
+
+    __slots__ = ("key", "path", "more", "nexthops", "route")
 
     def __init__(self) -> None:
-        # Keyed by the peer's small integer from ``Rib._peer_key``, because hashing a
-        # PeerId (a dataclass around an ipaddress address) costs about 0.7 us.
-        self.paths: dict[int, Path] = {}
+        # The peer's small integer from ``Rib._peer_key``, because hashing a PeerId (a
+        # dataclass around an ipaddress address) costs about 0.7 us.
+        self.key = -1
+        self.path: Path | None = None
+        self.more: dict[int, Path] | None = None
         self.nexthops: tuple[Address, ...] = ()
         # The KernelRoute of ``nexthops``, built when first requested, because the
         # writer often reads a prefix once after several events changed it.
         self.route: KernelRoute | None = None
+
+    def get(self, key: int) -> Path | None:
+        if self.more is not None:
+            return self.more.get(key)
+        return self.path if key == self.key else None
+
+    def set(self, key: int, path: Path) -> None:
+        if self.more is not None:
+            self.more[key] = path
+        elif self.path is None or key == self.key:
+            self.key = key
+            self.path = path
+        else:
+            self.more = {self.key: self.path, key: path}
+            self.path = None
+
+    def remove(self, key: int) -> bool:
+        """Remove the path of peer ``key``; return False when there was none."""
+        more = self.more
+        if more is None:
+            if self.path is None or key != self.key:
+                return False
+            self.path = None
+            return True
+        if more.pop(key, None) is None:
+            return False
+        if len(more) == 1:
+            (self.key, self.path), = more.items()
+            self.more = None
+        return True
 
     def kernel_route(self, prefix: Prefix) -> KernelRoute:
         if self.route is None:
@@ -168,7 +209,7 @@ class Rib:
             # The announce still replaces whatever this peer sent before.
             return self._remove_all(event.prefixes, peer)
 
-        path = Path(event.nexthop, len(event.as_path))
+        path = Path(event.nexthop, len(event.as_path), (event.nexthop,))
         peer_prefixes = self._by_peer.setdefault(peer, set())
         key = self._peer_key(peer)
         nexthop_reasons: dict[int, str | None] = {}
@@ -189,9 +230,9 @@ class Rib:
             entry = self._entries.get(prefix)
             if entry is None:
                 entry = self._entries[prefix] = _Entry()
-            elif entry.paths.get(key) == path:
+            elif entry.get(key) == path:
                 continue
-            entry.paths[key] = path
+            entry.set(key, path)
             peer_prefixes.add(prefix)
             if self._select(prefix, entry):
                 changed.add(prefix)
@@ -207,7 +248,7 @@ class Rib:
         changed = set()
         for prefix in prefixes:
             entry = self._entries[prefix]
-            del entry.paths[key]
+            entry.remove(key)
             if self._select(prefix, entry):
                 changed.add(prefix)
         if prefixes:
@@ -233,26 +274,27 @@ class Rib:
         ``peer_prefixes`` is that peer's set in ``_by_peer``, looked up once by the caller.
         """
         entry = self._entries.get(prefix)
-        if entry is None or key not in entry.paths:
+        if entry is None or not entry.remove(key):
             return False
-        del entry.paths[key]
         if peer_prefixes is not None:
             peer_prefixes.discard(prefix)
         return self._select(prefix, entry)
 
     def _select(self, prefix: Prefix, entry: _Entry) -> bool:
         """Recompute the entry's kernel route; return True when it changed."""
-        paths = entry.paths
-        if not paths:
-            del self._entries[prefix]
-            return True
-
-        if len(paths) == 1:
-            nexthops: tuple[Address, ...] = (next(iter(paths.values())).nexthop,)
+        more = entry.more
+        if more is None:
+            if entry.path is None:
+                del self._entries[prefix]
+                return True
+            nexthops = entry.path.nexthops
         else:
-            shortest = min(path.as_path_length for path in paths.values())
-            nexthops = tuple(sorted({path.nexthop for path in paths.values()
-                                     if path.as_path_length == shortest}))
+            shortest = min(path.as_path_length for path in more.values())
+            best = [path for path in more.values() if path.as_path_length == shortest]
+            if len(best) == 1:
+                nexthops = best[0].nexthops
+            else:
+                nexthops = tuple(sorted({path.nexthop for path in best}))
         if entry.nexthops == nexthops:
             return False
         entry.nexthops = nexthops
