@@ -56,6 +56,11 @@ def test_api_children_run_as_root():
     assert env["exabgp.daemon.user"] == "root"
 
 
+def test_adj_rib_in_off():
+    text = confgen.render_config(make_config(), RELAY)
+    assert "adj-rib-in false;" in text
+
+
 def test_graceful_restart_capability():
     text = confgen.render_config(make_config(), RELAY)
     assert "capability { graceful-restart 120; }" in text

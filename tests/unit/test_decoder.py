@@ -439,3 +439,29 @@ def test_open_without_graceful_restart():
     end = line.index('"65":')
     [event] = Decoder().decode_line(line[:start] + line[end:])
     assert event.restart_time is None
+
+
+PREFIX_CASES = ["0.0.0.0/0", "10.0.0.0/8", "10.244.1.0/24", "192.168.0.2/31", "10.0.0.1/32",
+                "fd00::/64", "2001:db8::1/128"]
+
+
+@pytest.mark.parametrize("text", PREFIX_CASES)
+def test_fast_prefix_equals_constructor(text):
+    from bgpnet.bgp.decoder import _parse_prefix
+
+    fast = _parse_prefix(text)
+    slow = ip_network(text)
+    assert fast == slow
+    assert hash(fast) == hash(slow)
+    assert str(fast) == text
+    assert fast.netmask == slow.netmask
+    assert fast.broadcast_address == slow.broadcast_address
+    assert fast.subnet_of(ip_network("0.0.0.0/0" if fast.version == 4 else "::/0"))
+
+
+@pytest.mark.parametrize("text", ["10.244.1.1/24", "10.244.1.0/33", "10.244.1/24", "300.0.0.0/8"])
+def test_fast_prefix_rejects_invalid(text):
+    from bgpnet.bgp.decoder import _parse_prefix
+
+    with pytest.raises(ValueError):
+        _parse_prefix(text)
