@@ -85,8 +85,9 @@ class Counters:
 def run(cfg: AgentConfig) -> int:
     """Run the agent until SIGTERM, SIGINT or SIGUSR1; return the process exit status."""
     agent = Agent(cfg)
-    # pyroute2's synchronous API runs an event loop of its own, so node setup and the
-    # first route dump happen before ours starts; later dumps run in worker threads.
+    # pyroute2's synchronous API runs an event loop of its own and fails inside ours.
+    # So node setup and the first route dump run before ours starts, and later
+    # netlink work runs in worker threads.
     agent.setup_node()
     # A burst of 100,000 prefixes allocates millions of short-lived objects, and with the
     # default thresholds each full collection scans the whole RIB again. With these,

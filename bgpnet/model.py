@@ -108,7 +108,7 @@ class PeerState:
 class PeerOpen:
     """The OPEN a peer sent: its graceful-restart capability (RFC 4724 section 3).
 
-    ``restart_time`` is None when the peer did not advertise the capability;
+    ``restart_time`` is None when the peer did not advertise the capability.
     ``restart_families`` lists the families ("ipv4 unicast") whose routes the peer asks
     us to keep while it restarts. A helper-only peer advertises the capability with no
     families, so its routes are not kept.

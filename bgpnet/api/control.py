@@ -131,7 +131,7 @@ async def _run_cni(agent: "Agent", request: dict) -> dict[str, Any]:
 
         # NOTE: CNI_NETNS is opened in the agent's mount namespace. An agent in a
         # container, or a runtime in another mount namespace, may see another file
-        # there; passing the namespace as a file descriptor would close that gap.
+        # there. Passing the namespace as a file descriptor would close that gap.
         # The agent also uses its own state_dir, whatever stateDir the config names.
         output = await asyncio.to_thread(commands.execute, cni_request, node_state(agent),
                                          agent.cfg.state_dir)

@@ -2,8 +2,8 @@
 
 Theory of operation: the agent marks prefixes dirty as events change them and calls
 ``wake()``. ``run()`` takes the whole dirty set at once, reads those prefixes' desired
-routes from the RIB, plans them against ``kernel`` (what the agent knows is in
-the kernel) and applies the plan in a worker thread. Changes that arrive during a
+routes from the RIB, plans them against ``kernel`` (the routes the agent has written or
+read from the kernel) and applies the plan in a worker thread. Changes that arrive during a
 write land in the next dirty set, so many changes to one prefix coalesce into one
 kernel write.
 
