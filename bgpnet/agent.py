@@ -44,7 +44,7 @@ from bgpnet.bgp.decoder import Decoder
 from bgpnet.bgp.policy import ImportPolicy
 from bgpnet.bgp.rib import Rib
 from bgpnet.config import AgentConfig
-from bgpnet.errors import NodeSetupError
+from bgpnet.errors import NetlinkError, NodeSetupError
 from bgpnet.exabgp.supervisor import Supervisor
 from bgpnet.kernel import links, routes
 from bgpnet.kernel.sync import FibSync
@@ -222,7 +222,7 @@ class Agent:
             if self.send_command(commands.withdraw_route(self.cfg.pod_cidr)):
                 await self._wait_acked(DRAIN_WAIT)
             await self.supervisor.stop(graceful=False)
-            self._remove_routes()
+            await self._remove_routes()
         elif self.cfg.graceful_restart:
             # No Cease: peers keep our pod CIDR for restart_time, and the kernel keeps ours.
             await self.supervisor.stop(graceful=True)
@@ -230,13 +230,13 @@ class Agent:
                      self.node, len(self.fib.kernel), self.cfg.restart_time)
         else:
             await self.supervisor.stop(graceful=False)
-            self._remove_routes()
+            await self._remove_routes()
 
-    def _remove_routes(self) -> None:
+    async def _remove_routes(self) -> None:
         assert self.fib is not None
         try:
-            failed = self.fib.remove_all()
-        except OSError as exc:
+            failed = await self.fib.remove_all()
+        except (NetlinkError, OSError) as exc:
             log.warning("routes not removed on stop node=%s error=%s", self.node, exc)
             return
         if failed:

@@ -158,18 +158,19 @@ class FibSync:
     def _in_worker(self, function, *args):
         return asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
-    def remove_all(self) -> int:
+    async def remove_all(self) -> int:
         """Delete every route of ours recorded in ``kernel``; return how many failed.
 
-        Synchronous, for shutdown, when the event loop is closing.
+        Raises NetlinkError or OSError when the batch could not be sent at all.
         """
-        if self._writer is None or not self.kernel:
-            return 0
-        plan = plan_routes({}, self.kernel)
-        log.info("removing routes node=%s count=%d", self.node, len(plan.delete))
-        result = self._writer.apply(plan)
-        self._record(plan, result)
-        return len(result.failed)
+        async with self._lock:
+            if self._writer is None or not self.kernel:
+                return 0
+            plan = plan_routes({}, self.kernel)
+            log.info("removing routes node=%s count=%d", self.node, len(plan.delete))
+            result = await self._in_worker(self._writer.apply, plan)
+            self._record(plan, result)
+            return len(result.failed)
 
     def _record(self, plan: Plan, result: routes.ApplyResult) -> None:
         counters = self.counters

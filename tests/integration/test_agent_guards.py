@@ -1,4 +1,4 @@
-"""Guards of the agent against its own plumbing: a dead relay, a second agent.
+"""Guards of the agent: a dead relay, a second agent, a stop without graceful restart.
 
 Both run in a private copy of the tor lab (``labkit.tor_lab``) and are observed from
 outside: routes with ``ip -j``, processes in ``/proc``, files in the state directory.
@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.integration.labkit import (BIN_DIR, RouteWatch, learned, poll, processes_mentioning,
                                       tor_lab)
@@ -73,3 +74,20 @@ def test_second_agent_refused(tmp_path):
         assert (state / "exabgp.sock").exists()
         assert lab.agent_pid("node02") == first
         assert lab.converged()
+
+
+def _without_graceful_restart(configs: Path) -> None:
+    path = configs / "node01.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["graceful_restart"] = {"enabled": False}
+    path.write_text(yaml.safe_dump(data))
+
+
+def test_sigterm_without_graceful_restart(tmp_path):
+    with tor_lab(tmp_path, edit=_without_graceful_restart) as lab:
+        lab.signal_agent("node01", signal.SIGTERM)
+
+        assert lab.wait_agent_gone("node01")
+        assert learned(lab.ns("node01")) == {}
+        assert poll(lambda: "10.244.1.0/24" not in learned(lab.ns("node02")), 10.0)
+        assert lab.exabgp_pids("node01") == []
