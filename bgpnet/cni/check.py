@@ -1,7 +1,7 @@
 """Compare a pod attachment with the ``prevResult`` of its ADD, for the CHECK command.
 
 Role: pure comparison. The caller reads the kernel and the lease store and passes
-what it found; this module lists every difference as one sentence, so CHECK reports
+what it found. This module lists every difference as one sentence, so CHECK reports
 all of them at once. Standard library only.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Expected:
-    """What ``prevResult`` states about one container interface."""
+    """The addresses, gateways and MAC that ``prevResult`` states for one interface."""
 
     addresses: tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...]
     gateways: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]
@@ -23,7 +23,7 @@ class Expected:
 
 @dataclass(frozen=True)
 class Observed:
-    """What the caller found: the pod link (None if missing), the lease and the host veth."""
+    """The pod link, lease and host veth as the caller read them from the node."""
 
     link_present: bool
     mac: str | None
@@ -37,7 +37,7 @@ def expected_from_prev_result(prev_result: Mapping, ifname: str, sandbox: str) -
     """Extract the addresses, gateways and MAC that ``prev_result`` gives ``ifname``.
 
     Raises ValueError naming the field when ``prev_result`` lists no such interface
-    or holds an invalid address.
+    or contains an invalid address.
     """
     interfaces = prev_result.get("interfaces") or []
     if not isinstance(interfaces, list):

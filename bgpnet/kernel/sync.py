@@ -21,8 +21,8 @@ Rules:
 - All netlink work runs on one worker thread of our own, so pod requests on the
   default executor never delay route writes, and the writer's socket is used by one
   thread only.
-- A netlink failure of a whole request (a dump or a batch that could not be sent) is
-  logged and sets ``resync_needed``; it never ends the agent.
+- A netlink failure of a whole request (a dump, or a batch that could not be sent) is
+  logged and sets ``resync_needed``, so it never ends the agent.
 """
 
 from __future__ import annotations
