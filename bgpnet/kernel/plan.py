@@ -52,6 +52,8 @@ def plan_routes(
     """
     if prefixes is None:
         keys: Iterable[Prefix] = desired.keys() | actual.keys()
+    elif isinstance(prefixes, (set, frozenset)):
+        keys = prefixes  # already unique, so no copy to hash every prefix again
     else:
         keys = set(prefixes)
 

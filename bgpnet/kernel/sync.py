@@ -180,12 +180,20 @@ class FibSync:
             counters.route_failures += 1
             log.warning("route %s failed node=%s prefix=%s nexthop=%s errno=%d",
                         action, self.node, route.prefix, hops(route), errno)
-        for route in (*plan.add, *plan.replace):
-            if route.prefix not in failed:
-                self.kernel[route.prefix] = route
-        for route in plan.delete:
-            if route.prefix not in failed:
-                self.kernel.pop(route.prefix, None)
+        kernel = self.kernel
+        if failed:
+            for route in (*plan.add, *plan.replace):
+                if route.prefix not in failed:
+                    kernel[route.prefix] = route
+            for route in plan.delete:
+                if route.prefix not in failed:
+                    kernel.pop(route.prefix, None)
+        else:
+            # The common case: one hash per route, where the checks above cost one more.
+            kernel.update([(route.prefix, route) for route in plan.add])
+            kernel.update([(route.prefix, route) for route in plan.replace])
+            for route in plan.delete:
+                kernel.pop(route.prefix, None)
         counters.routes_added += result.added
         counters.routes_replaced += result.replaced
         counters.routes_deleted += result.deleted
