@@ -11,6 +11,8 @@ kernel listed them does not matter.
 
 from __future__ import annotations
 
+import ipaddress
+import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -86,6 +88,27 @@ def _sorted(routes: list[KernelRoute]) -> tuple[KernelRoute, ...]:
     return tuple(sorted(routes, key=_order))
 
 
-def _order(route: KernelRoute) -> tuple[int, int, int]:
+def _public_order(route: KernelRoute) -> tuple[int, int, int]:
     prefix = route.prefix
     return (prefix.version, int(prefix.network_address), prefix.prefixlen)
+
+
+# The same key, read by C code from the attributes that CPython 3.11's ipaddress
+# stores, without a Python call per route: sorting 10,000 /24 routes took 0.18 instead
+# of 0.26 us per route (Python 3.11.7). Used only when it gives ``_public_order``'s keys
+# at import.
+_private_order = operator.attrgetter(
+    "prefix._version", "prefix.network_address._ip", "prefix._prefixlen")
+
+
+def _private_order_matches() -> bool:
+    samples = [ipaddress.ip_network(text) for text in ("0.0.0.0/0", "10.0.1.0/24",
+                                                         "10.0.0.1/32", "2001:db8::/64")]
+    try:
+        return all(_private_order(route) == _public_order(route)
+                   for route in (KernelRoute(prefix=prefix, nexthops=()) for prefix in samples))
+    except AttributeError:
+        return False
+
+
+_order = _private_order if _private_order_matches() else _public_order
