@@ -406,16 +406,18 @@ class _DecodedIPv4Network(ipaddress.IPv4Network):
     """An ``IPv4Network`` with a faster ``__hash__`` and ``__eq__``, equal to the base's.
 
     The RIB, the dirty set, the plan and the kernel map hash each learned prefix about
-    fifteen times, and CPython 3.11's ``ipaddress`` computes every hash in Python through
-    two ``__int__`` calls (0.22 us, against 0.13 us here). Reading the stored integers
-    directly gives the same hash, so these networks and plain ones (from a kernel dump)
-    find each other in one dict. Equality with any other class uses the base's.
+    nine times, and CPython 3.11's ``ipaddress`` computes every hash in Python through
+    two ``__int__`` calls. Reading the stored integers directly gives the same hash, so
+    these networks and plain ones (from a kernel dump) find each other in one dict. With
+    Python 3.11.7 a hash took 0.07 instead of 0.22 us, and a comparison 0.07 instead of
+    0.29 us. Equality with any other class uses the base's.
     """
 
     __slots__ = ()
 
     def __hash__(self) -> int:
-        return hash(self.network_address._ip ^ self.netmask._ip)
+        # The base returns hash() of this integer, which is the integer itself below 2**61.
+        return self.network_address._ip ^ self.netmask._ip
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is _DecodedIPv4Network:

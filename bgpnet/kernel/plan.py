@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import operator
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from bgpnet.model import KernelRoute, Prefix
@@ -58,12 +58,34 @@ def plan_routes(
         keys = prefixes  # already unique, so no copy to hash every prefix again
     else:
         keys = set(prefixes)
+    return _diff(keys, desired.get, actual, delete_extra)
 
+
+def plan_prefixes(
+    prefixes: Collection[Prefix],
+    desired_route: Callable[[Prefix], KernelRoute | None],
+    actual: Mapping[Prefix, KernelRoute],
+) -> Plan:
+    """Diff the desired route of each of ``prefixes`` against ``actual`` and return the changes.
+
+    The incremental pass: ``desired_route`` returns a prefix's desired route, or None when
+    it has none, so no map of desired routes is built. ``prefixes`` must not repeat a
+    prefix. An actual route that nothing desires is deleted.
+    """
+    return _diff(prefixes, desired_route, actual, True)
+
+
+def _diff(
+    keys: Iterable[Prefix],
+    desired_route: Callable[[Prefix], KernelRoute | None],
+    actual: Mapping[Prefix, KernelRoute],
+    delete_extra: bool,
+) -> Plan:
     add: list[KernelRoute] = []
     replace: list[KernelRoute] = []
     delete: list[KernelRoute] = []
     for prefix in keys:
-        want = desired.get(prefix)
+        want = desired_route(prefix)
         have = actual.get(prefix)
         if want is not None and have is None:
             add.append(want)

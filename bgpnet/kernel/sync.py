@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from bgpnet.errors import NetlinkError
 from bgpnet.kernel import routes
-from bgpnet.kernel.plan import Plan, plan_routes
+from bgpnet.kernel.plan import Plan, plan_prefixes, plan_routes
 from bgpnet.model import KernelRoute, Prefix
 
 log = logging.getLogger("bgpnet.fib")
@@ -106,12 +106,7 @@ class FibSync:
                 continue
             async with self._lock:
                 dirty, self.dirty = self.dirty, set()
-                desired = {}
-                for prefix in dirty:
-                    route = self._desired_route(prefix)
-                    if route is not None:
-                        desired[prefix] = route
-                await self._apply_locked(plan_routes(desired, self.kernel, prefixes=dirty))
+                await self._apply_locked(plan_prefixes(dirty, self._desired_route, self.kernel))
 
     async def resync(self) -> None:
         """Re-read the kernel's routes of our protocol and plan every prefix again."""
