@@ -444,7 +444,11 @@ def _build_ipv4_network(value: int, length: int) -> ipaddress.IPv4Network:
     returns the one address and also both. Nothing in bgpnet calls it on learned routes.
     """
     network = object.__new__(_DecodedIPv4Network)
-    network.network_address = ipaddress.IPv4Address(value)
+    # The address is built the same way, without the range check of its constructor:
+    # a value from inet_aton fits in 32 bits.
+    address = object.__new__(ipaddress.IPv4Address)
+    address._ip = value
+    network.network_address = address
     network.netmask, network._prefixlen = _IPV4_NETMASKS[length]
     return network
 
@@ -465,6 +469,8 @@ def _fast_networks_match() -> bool:
                     and fast.broadcast_address == slow.broadcast_address
                     and fast.supernet() == slow.supernet() and slow in {fast: None}
                     and fast in {slow: None} and slow == fast
+                    and fast.network_address == slow.network_address
+                    and hash(fast.network_address) == hash(slow.network_address)
                     and fast == _build_ipv4_network(value, length)
                     and fast != _build_ipv4_network(value, length + 1 if length < 32 else 31))
         except (AttributeError, TypeError, ValueError):

@@ -266,7 +266,22 @@ class Rib:
         """Remove ``peer``'s paths to ``prefixes``; return the prefixes whose route changed."""
         key = self._peer_key(peer)
         peer_prefixes = self._by_peer.get(peer)
-        return {prefix for prefix in prefixes if self._remove(prefix, key, peer_prefixes)}
+        entries = self._entries
+        changed = set()
+        for prefix in prefixes:
+            entry = entries.get(prefix)
+            if entry is None:
+                continue
+            if entry.more is None and entry.key == key and entry.path is not None:
+                # The peer's path was the prefix's only one, the common case of a large
+                # withdraw: what _remove and _select would do, without their calls.
+                del entries[prefix]
+                if peer_prefixes is not None:
+                    peer_prefixes.discard(prefix)
+                changed.add(prefix)
+            elif self._remove(prefix, key, peer_prefixes):
+                changed.add(prefix)
+        return changed
 
     def _remove(self, prefix: Prefix, key: int, peer_prefixes: set[Prefix] | None) -> bool:
         """Remove the path of peer ``key`` to ``prefix``; return True when the route changed.
