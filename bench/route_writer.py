@@ -62,34 +62,30 @@ def flush(ns: str) -> None:
 
 
 def insert_ip_batch(ns: str, nets: list[ipaddress.IPv4Network]) -> None:
-    with tempfile.NamedTemporaryFile("w", suffix=".batch") as batch:
-        batch.writelines(f"route add {net} via {GATEWAY} proto {PROTOCOL}\n" for net in nets)
-        batch.flush()
-        run("ip", "-n", ns, "-batch", batch.name)
-
-
-def insert_route_writer(ns: str, nets: list[ipaddress.IPv4Network]) -> None:
-    gateway = ipaddress.ip_address(GATEWAY)
-    routes = tuple(KernelRoute(prefix=net, nexthops=(gateway,)) for net in nets)
-    pushns(ns)
-    try:
-        writer = RouteWriter(PROTOCOL)
-    finally:
-        popns()
-    with writer:
-        result = writer.apply(Plan(add=routes))
-    if result.failed:
-        raise RuntimeError(f"RouteWriter: {len(result.failed)} routes failed, first {result.failed[0]}")
+    _ip_batch(ns, [f"route add {net} via {GATEWAY} proto {PROTOCOL}\n" for net in nets])
 
 
 def delete_ip_batch(ns: str, nets: list[ipaddress.IPv4Network]) -> None:
+    _ip_batch(ns, [f"route del {net} proto {PROTOCOL}\n" for net in nets])
+
+
+def insert_route_writer(ns: str, nets: list[ipaddress.IPv4Network]) -> None:
+    _route_writer_apply(ns, "add", nets)
+
+
+def delete_route_writer(ns: str, nets: list[ipaddress.IPv4Network]) -> None:
+    _route_writer_apply(ns, "delete", nets)
+
+
+def _ip_batch(ns: str, lines: list[str]) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".batch") as batch:
-        batch.writelines(f"route del {net} proto {PROTOCOL}\n" for net in nets)
+        batch.writelines(lines)
         batch.flush()
         run("ip", "-n", ns, "-batch", batch.name)
 
 
-def delete_route_writer(ns: str, nets: list[ipaddress.IPv4Network]) -> None:
+def _route_writer_apply(ns: str, action: str, nets: list[ipaddress.IPv4Network]) -> None:
+    """Apply one plan that adds or deletes ``nets``, with a writer opened inside ``ns``."""
     gateway = ipaddress.ip_address(GATEWAY)
     routes = tuple(KernelRoute(prefix=net, nexthops=(gateway,)) for net in nets)
     pushns(ns)
@@ -98,9 +94,10 @@ def delete_route_writer(ns: str, nets: list[ipaddress.IPv4Network]) -> None:
     finally:
         popns()
     with writer:
-        result = writer.apply(Plan(delete=routes))
+        result = writer.apply(Plan(**{action: routes}))
     if result.failed:
-        raise RuntimeError(f"RouteWriter: {len(result.failed)} deletes failed, first {result.failed[0]}")
+        raise RuntimeError(f"RouteWriter: {len(result.failed)} of {len(routes)} {action}s failed, "
+                           f"first {result.failed[0]}")
 
 
 def insert_pyroute2(ns: str, nets: list[ipaddress.IPv4Network]) -> None:

@@ -124,6 +124,7 @@ class Agent:
         cfg = self.cfg
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd = lock_state_dir(cfg.state_dir)
+
         try:
             if routes.ensure_protocol_name(cfg.route_protocol):
                 log.info("route protocol named node=%s protocol=%d name=bgpnet", self.node, cfg.route_protocol)
@@ -131,9 +132,11 @@ class Agent:
             # The name is cosmetic (ip route prints the number instead); never fatal.
             log.warning("route protocol not named node=%s protocol=%d error=%s",
                         self.node, cfg.route_protocol, exc)
+
         changes = links.ensure_bridge(cfg.bridge.name, cfg.gateway, cfg.bridge.mtu)
         if links.enable_forwarding(cfg.pod_cidr.version):
             log.info("forwarding enabled node=%s family=%s", self.node, self.family)
+
         local = set(links.local_addresses()) | {cfg.node.address, cfg.gateway.ip}
         # NOTE: addresses added to the node after start are not known to the import policy.
         policy = ImportPolicy(
@@ -145,8 +148,9 @@ class Agent:
         log.info("node set up node=%s pod_cidr=%s gateway=%s bridge=%s changes=%d",
                  self.node, cfg.pod_cidr, cfg.gateway, cfg.bridge.name, len(changes))
         if not cfg.peers:
-            log.warning("no peers configured node=%s: the pod CIDR is announced to nobody "
-                        "and no routes are learned", self.node)
+            log.warning("no peers configured node=%s: the pod CIDR is not announced and no "
+                        "routes are learned; add peers to the config", self.node)
+
         self.fib = FibSync(self.node, cfg.route_protocol, self.rib.desired_route, self.rib.desired)
         found = self.fib.open()
         if found:

@@ -2,7 +2,7 @@
 
 Role: listen on the abstract unix address ``\\0bgpnet-agent`` in the agent's network
 namespace (Linux scopes abstract addresses to the namespace, so each node's plugin
-reaches its own agent) and answer one JSON object per line with one JSON object.
+reaches its own agent) and reply to each JSON request line with one JSON object.
 
 Requests:
 - ``{"op": "node-state"}`` returns ``{"ok": true, "node_state": {...}, "state_dir": "..."}``,
@@ -140,7 +140,7 @@ async def _run_cni(agent: "Agent", request: dict) -> dict[str, Any]:
                     agent.node, env.get("CNI_COMMAND"), env.get("CNI_CONTAINERID", "-"),
                     exc.code, exc)
         return {"ok": False, "error": exc.to_dict(result.answer_version(stdin))}
-    except Exception as exc:  # the plugin must get an answer; the agent keeps running
+    except Exception as exc:  # the plugin must get a reply; the agent keeps running
         log.exception("cni request crashed node=%s command=%s container_id=%s",
                       agent.node, env.get("CNI_COMMAND"), env.get("CNI_CONTAINERID", "-"))
         return _error(result.INTERNAL, "agent failed on a CNI request",

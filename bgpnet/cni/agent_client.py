@@ -29,8 +29,8 @@ class AgentUnavailable(Exception):
 def call(request: dict, timeout: float = REPLY_TIMEOUT) -> dict | None:
     """Send ``request`` to the agent and return its reply; None when nothing listens.
 
-    Raises AgentUnavailable when the agent does not answer within ``timeout``
-    seconds or answers with something other than one JSON object.
+    Raises AgentUnavailable when the agent does not reply within ``timeout``
+    seconds or replies with something other than one JSON object.
     """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:

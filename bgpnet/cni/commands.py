@@ -2,7 +2,7 @@
 
 Role: the work behind the plugin. The agent runs ``execute`` when the plugin hands it
 a request over the control socket, and the plugin runs it itself when no agent
-answers. Both pass the node state they found, so both paths behave the same. This
+replies. Both pass the node state they found, so both paths behave the same. This
 module imports pyroute2 (through ``attach`` and ``links``), so the plugin imports it
 only on its direct path.
 
@@ -61,7 +61,7 @@ def effective_state(state: NodeState | None, conf: NetConf) -> NodeState | None:
 
 def execute(request: CniRequest, state: NodeState | None, state_dir: Path) -> dict | None:
     """Run ``request`` against the node described by ``state``; see the module rules."""
-    assert request.conf is not None, "VERSION is answered before a request gets here"
+    assert request.conf is not None, "VERSION is handled before a request gets here"
     handler = _HANDLERS[request.command]
     node = effective_state(state, request.conf)
     try:
@@ -76,7 +76,7 @@ def execute(request: CniRequest, state: NodeState | None, state_dir: Path) -> di
 def _add(request: CniRequest, node: NodeState | None, state_dir: Path) -> dict:
     if node is None:
         raise CniError(result.TRY_AGAIN_LATER, "node state not found",
-                       f"no agent answered and {state_dir}/node.json is missing; start the "
+                       f"no agent replied and {state_dir}/node.json is missing; start the "
                        "agent, or set stateDir, or set subnet and bridge in the config")
     if not os.path.exists(request.netns):
         raise CniError(result.CONTAINER_UNKNOWN, f"network namespace {request.netns} not found",
@@ -115,7 +115,7 @@ def _del(request: CniRequest, node: NodeState | None, state_dir: Path) -> None:
 def _check(request: CniRequest, node: NodeState | None, state_dir: Path) -> None:
     if node is None:
         raise CniError(result.TRY_AGAIN_LATER, "node state not found",
-                       f"no agent answered and {state_dir}/node.json is missing")
+                       f"no agent replied and {state_dir}/node.json is missing")
     if not os.path.exists(request.netns):
         raise CniError(result.CONTAINER_UNKNOWN, f"network namespace {request.netns} not found",
                        "the container's namespace is gone; delete the container")
@@ -170,7 +170,7 @@ def _gc(request: CniRequest, node: NodeState | None, state_dir: Path) -> None:
 def _status(request: CniRequest, node: NodeState | None, state_dir: Path) -> None:
     if node is None:
         raise CniError(result.NOT_AVAILABLE, "node state not found",
-                       f"no agent answered and {state_dir}/node.json is missing; start the agent")
+                       f"no agent replied and {state_dir}/node.json is missing; start the agent")
     try:
         bridge_present = links.link_macs(node.bridge)[node.bridge] is not None
     except NetlinkError as exc:

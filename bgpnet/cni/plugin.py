@@ -13,11 +13,11 @@ request, and hands it to the agent of its network namespace over the control soc
 Only when no agent listens does the plugin import ``commands`` and run the same
 function itself (the direct path), with the node state read from ``<stateDir>/node.json``
 (``stateDir`` from the config, default ``/run/bgpnet``). Rejected alternatives: a
-plugin that asks the agent only for the node state and does the netlink work itself
+plugin that requests only the node state from the agent and does the netlink work itself
 still pays for pyroute2, and a plugin without a direct path fails on a node where the
 agent is restarting.
 
-Rules: nothing is written to stdout except the one JSON document. VERSION is answered
+Rules: nothing is written to stdout except the one JSON document. VERSION is handled
 without config and without the agent. Unexpected exceptions become error 999, so a
 runtime always gets the spec's JSON.
 """
@@ -31,8 +31,13 @@ import sys
 from bgpnet.cni import agent_client, result
 from bgpnet.cni.result import CniError
 
+# typing.TYPE_CHECKING without importing typing, which the fast path does not need.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from bgpnet.cni import netconf
+
 DEFAULT_STATE_DIR = "/run/bgpnet"
-# Commands the agent runs; VERSION and malformed calls are answered here.
+# Commands the agent runs; VERSION and malformed calls are handled here.
 AGENT_COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS")
 
 

@@ -1,6 +1,6 @@
 """The CNI plugin's output: results, errors and the version report, as JSON-ready dicts.
 
-Role: the only place that knows the shape of what the plugin prints, so the direct
+Role: the only place that defines the shape of what the plugin prints, so the direct
 path and the agent's control socket print the same bytes. Pure: no I/O. The plugin
 imports it on every call, so it imports only ``json`` at run time.
 
@@ -35,7 +35,7 @@ NOT_AVAILABLE = 50
 LIMITED_CONNECTIVITY = 51
 # Plugin-specific codes (the spec leaves 100 and up to plugins).
 CHECK_MISMATCH = 100
-# The reference plugins answer 999 for failures that have no code of their own.
+# The reference plugins return 999 for failures that have no code of their own.
 INTERNAL = 999
 
 

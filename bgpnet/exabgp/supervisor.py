@@ -129,16 +129,8 @@ class Supervisor:
         self._process = process
         log.info("exabgp started node=%s pid=%d config=%s", self._cfg.node.name, process.pid, config_file)
         self.started.set()
-        assert process.stdout is not None
-        # Chunks, not lines: a line longer than the stream's limit would raise here.
-        pending = b""
-        while chunk := await process.stdout.read(1 << 16):
-            *lines, pending = (pending + chunk).split(b"\n")
-            pending = pending[-(1 << 16):]
-            for raw in lines:
-                line = raw.decode("utf-8", "replace").rstrip()
-                if line:
-                    log.debug("exabgp output node=%s: %s", self._cfg.node.name, line)
+
+        await self._drain_output(process)
         status = await process.wait()
         # The relay and other members of the group may outlive ExaBGP: end them too.
         _signal_group(process.pid, signal.SIGKILL)
@@ -148,6 +140,19 @@ class Supervisor:
         if ran >= HEALTHY_SECONDS:
             raise _HealthyExit()
         raise ExaBGPError(f"exabgp exited with status {status} after {ran:.1f} s")
+
+    async def _drain_output(self, process: asyncio.subprocess.Process) -> None:
+        """Log ExaBGP's output at DEBUG until it closes the pipe."""
+        assert process.stdout is not None
+        # Chunks, not lines: a line longer than the stream's limit would raise in readline.
+        pending = b""
+        while chunk := await process.stdout.read(1 << 16):
+            *lines, pending = (pending + chunk).split(b"\n")
+            pending = pending[-(1 << 16):]  # an endless line keeps only its last 64 KiB
+            for raw in lines:
+                line = raw.decode("utf-8", "replace").rstrip()
+                if line:
+                    log.debug("exabgp output node=%s: %s", self._cfg.node.name, line)
 
     def _log_restart(self, state: RetryCallState) -> None:
         self.restarts += 1

@@ -390,8 +390,8 @@ def configure_pod_link(netns_path: str, ifname: str, address: Interface,
     """Bring up loopback and ``ifname`` in the pod, add ``address`` and a default route.
 
     Returns the MAC address of ``ifname``. A default route via ``gateway`` that already
-    exists is kept (a second interface of the same pod on the same bridge finds the
-    route of the first one); a default route via another gateway is an error.
+    exists is kept, because a second interface of the same pod on the same bridge finds
+    the route of the first one. A default route via another gateway is an error.
     """
     where = f"{ifname} in {netns_path}"
     with _rtnl(netns_path) as sock:

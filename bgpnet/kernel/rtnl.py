@@ -2,7 +2,7 @@
 
 Role: encode the few requests that attaching and detaching a pod needs with
 ``struct``, send several of them in one ``send()``, and match each ack to its request.
-It holds no policy: ``bgpnet.kernel.links`` decides what to send and turns errors
+It contains no policy: ``bgpnet.kernel.links`` decides what to send and turns errors
 into domain exceptions.
 
 Theory of operation: every pyroute2 0.9.7 request runs its own asyncio loop turn and

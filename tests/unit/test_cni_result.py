@@ -139,7 +139,7 @@ def test_invalid_config_without_agent(monkeypatch):
 
 
 def test_fast_path_skips_parser(monkeypatch):
-    """The fast path must not import netconf (and through it ipam) before the agent answers."""
+    """The fast path must not import netconf (and through it ipam) before the agent replies."""
     import subprocess
     import sys
 

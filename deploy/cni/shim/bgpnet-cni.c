@@ -14,14 +14,14 @@
  *
  * Fallback: when no agent listens (connect fails with ECONNREFUSED or ENOENT), and for
  * commands the agent does not run (VERSION, unknown ones), it execs the Python plugin,
- * which answers them itself or does the work directly. The Python plugin is
+ * which handles them itself or does the work directly. The Python plugin is
  * "bgpnet-cni-py" in this binary's directory when that file exists, else the path
  * given at build time in BGPNET_CNI_PYTHON. stdin is read only after connect
  * succeeds, so the Python plugin gets it untouched.
  *
  * Rules: stdout carries one JSON document or nothing. Input is bounded (stdin and the
  * reply), strings are escaped per RFC 8259, and every failure after connect becomes
- * the spec's error object: 11 (try again later) when the agent did not answer, as the
+ * the spec's error object: 11 (try again later) when the agent did not reply, as the
  * Python plugin reports it.
  */
 #define _GNU_SOURCE
